@@ -1,0 +1,25 @@
+# ModelForge on an NVIDIA GPU: docker build -t modelforge . && docker run --gpus all -p 7860:7860 -v modelforge:/data modelforge
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    MODELFORGE_HOME=/data/modelforge \
+    GRADIO_SERVER_NAME=0.0.0.0 \
+    GRADIO_SERVER_PORT=7860
+
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip \
+    && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY app.py pyproject.toml README.md ./
+COPY modelforge ./modelforge
+COPY assets ./assets
+
+VOLUME /data
+EXPOSE 7860
+CMD ["python", "app.py", "--host", "0.0.0.0", "--port", "7860"]

@@ -1,0 +1,5 @@
+import sys
+
+from modelforge.cli import main
+
+sys.exit(main())

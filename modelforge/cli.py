@@ -1,0 +1,165 @@
+"""Command line: `python -m modelforge COMMAND`. Every command works on the same job store as the web app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from modelforge.errors import ModelForgeError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _engine():
+    from modelforge.engine import Engine
+
+    return Engine.from_env()
+
+
+def _format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _follow(engine, job) -> int:
+    """Show a progress bar until the job ends; Ctrl-C cancels it gracefully."""
+    from tqdm import tqdm
+
+    print(f"job {job.id}: {job.name}\noutput: {job.output_dir}", flush=True)
+    bar = tqdm(total=None, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def show(current) -> None:
+        if current.total_steps and bar.total != current.total_steps:
+            bar.total = current.total_steps
+        bar.n = current.step
+        bar.set_description(current.stage)
+        postfix = {}
+        if current.loss is not None:
+            postfix["loss"] = f"{current.loss:.4f}"
+        if current.tokens_per_second:
+            postfix["tok/s"] = f"{current.tokens_per_second:.0f}"
+        bar.set_postfix(postfix, refresh=True)
+
+    try:
+        job = engine.runner.wait(job.id, on_update=show)
+    except KeyboardInterrupt:
+        print("\ncancelling: the job stops at its next step and saves a checkpoint (Ctrl-C again to leave it)")
+        engine.runner.cancel(job.id)
+        job = engine.runner.wait(job.id, on_update=show)
+    finally:
+        bar.close()
+    print(f"job {job.id} {job.status}: {job.output_dir}")
+    if job.error:
+        print(job.error, file=sys.stderr)
+    return 0 if job.status == "completed" else EXIT_FAILED
+
+
+def cmd_train(args) -> int:
+    from modelforge.config import JobConfig
+
+    engine = _engine()
+    config = JobConfig.load(args.config).with_overrides(args.set or [])
+    job = engine.submit(config)
+    return _follow(engine, job)
+
+
+def cmd_resume(args) -> int:
+    engine = _engine()
+    return _follow(engine, engine.runner.resume(args.job))
+
+
+def cmd_cancel(args) -> int:
+    engine = _engine()
+    job = engine.cancel(args.job, wait=True)
+    print(f"job {job.id} {job.status}" + (f": {job.error}" if job.error else ""))
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    engine = _engine()
+    rows = engine.list_jobs()
+    if not rows:
+        print("no jobs yet: python -m modelforge train CONFIG.yaml")
+        return 0
+    print(f"{'id':>4}  {'status':<11} {'stage':<14} {'step':>11}  {'loss':>8}  name")
+    for job in rows:
+        step = f"{job.step}/{job.total_steps}" if job.total_steps else str(job.step)
+        loss = f"{job.loss:.4f}" if job.loss is not None else "-"
+        print(f"{job.id:>4}  {job.status:<11} {job.stage:<14} {step:>11}  {loss:>8}  {job.name}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from modelforge import jobs
+
+    engine = _engine()
+    job = jobs.get_job(args.job)
+    print(f"job {job.id}: {job.name}")
+    for label, value in (
+        ("status", job.status),
+        ("stage", job.stage),
+        ("progress", f"{job.step}/{job.total_steps or '?'}"),
+        ("eta", _format_duration(job.eta_seconds) if job.status == "running" else "-"),
+        ("output", job.output_dir),
+        ("created", job.created_at),
+        ("started", job.started_at),
+        ("finished", job.finished_at),
+    ):
+        print(f"  {label:<9} {value}")
+    if job.error:
+        print("  error    " + job.error.replace("\n", "\n           "))
+    if job.final_metrics:
+        print("  metrics  " + json.dumps(job.final_metrics))
+    print("config:\n  " + engine.job_config(job).to_yaml().rstrip().replace("\n", "\n  "))
+    return 0
+
+
+def cmd_demo_model(args) -> int:
+    from modelforge.demo_model import ensure_demo_model
+    from modelforge.settings import Settings
+
+    settings = Settings.from_env()
+    print(ensure_demo_model(settings.models_dir))
+    return 0
+
+
+COMMANDS: dict[str, Callable] = {
+    "train": cmd_train,
+    "jobs": cmd_jobs,
+    "show": cmd_show,
+    "cancel": cmd_cancel,
+    "resume": cmd_resume,
+    "demo-model": cmd_demo_model,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelforge", description="Fine-tune language models, from the command line.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="queue a job from a YAML config and follow it to the end")
+    train.add_argument("config", help="path to the job's YAML config")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. training.epochs=1")
+    commands.add_parser("jobs", help="list jobs")
+    for name, text in (
+        ("show", "show a job's state, metrics and config"),
+        ("cancel", "cancel a job; a running one saves a checkpoint"),
+        ("resume", "continue a cancelled or interrupted job from its last checkpoint"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("job", type=int, help="job id (see `jobs`)")
+    commands.add_parser("demo-model", help="build (once) the built-in demo model and print its folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ModelForgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,164 @@
+"""The job config: the one typed description of a fine-tuning run, shared by the UI, the CLI and the database."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from modelforge.errors import ConfigError
+from modelforge.tasks import TASKS
+
+TaskName = Literal["text-generation", "chat", "summarization", "extractive-qa"]
+ProviderName = Literal["huggingface", "unsloth"]
+StrategyName = Literal["sft", "qlora", "dpo", "rlhf"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
+Quantization = Literal["4bit", "8bit"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainingConfig(_Section):
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps; -1 trains for `epochs`.")
+    batch_size: int = Field(8, ge=1, description="Rows per device per step.")
+    gradient_accumulation: int = Field(1, ge=1, description="Steps whose gradients are summed before an update.")
+    learning_rate: float = Field(2.0e-4, gt=0, lt=1, description="Peak learning rate.")
+    scheduler: Scheduler = Field("cosine", description="Learning-rate schedule after warm-up.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of the steps spent warming up.")
+    max_length: int = Field(512, ge=8, description="Longest tokenized row; longer rows are truncated.")
+    eval_split: float = Field(0.1, ge=0, lt=1, description="Share of the rows held out for evaluation.")
+    seed: int = Field(42, description="Seed for the split, the initialisation of adapters and the data order.")
+    precision: Precision = Field("auto", description="auto: bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU.")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="Trade compute for memory; auto: on for GPUs, off on CPU."
+    )
+    packing: bool = Field(False, description="Pack several short rows into one sequence.")
+    save_steps: int = Field(50, ge=1, description="Write a checkpoint every this many steps.")
+    logging_steps: int = Field(5, ge=1, description="Record loss and learning rate every this many steps.")
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1, description="Rank of the adapter matrices.")
+    alpha: int = Field(32, ge=1, description="Scaling of the adapter (alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: str | list[str] = Field("all-linear", description="Layers to adapt: all-linear or a list of names.")
+
+
+class JobConfig(_Section):
+    name: str = Field(default_factory=lambda: datetime.now().strftime("run-%Y%m%d-%H%M%S"))
+    task: TaskName = "text-generation"
+    model: str | None = Field(None, description="Hub id or local folder; None uses the built-in demo model.")
+    provider: ProviderName = "huggingface"
+    strategy: StrategyName = "sft"
+    dataset: str = Field(description="Local file (jsonl/json/csv/parquet), a saved dataset name, or a hub dataset id.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Task field -> column of the data file.")
+    output_dir: str | None = Field(None, description="Where the run's files go; default: runs/<name> in the data folder.")
+    quantization: Quantization | None = Field(None, description="Load the base model in 4 or 8 bits.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    lora: LoraConfig | None = Field(default_factory=LoraConfig, description="null: full fine-tuning.")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '.', '_' or '-' (at most 100, starting with a letter or digit)")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _check_columns(cls, value: dict[str, str], info) -> dict[str, str]:
+        task = info.data.get("task")
+        if task in TASKS:
+            from modelforge.tasks import PREFERENCE_FIELDS
+
+            allowed = set(TASKS[task].fields) | set(PREFERENCE_FIELDS)
+            unknown = sorted(set(value) - allowed)
+            if unknown:
+                raise ValueError(f"unknown field {', '.join(unknown)}; the fields are {', '.join(sorted(allowed))}")
+        return value
+
+    # -- serialisation -------------------------------------------------------------------------------
+    @classmethod
+    def parse(cls, data: Any, source: str = "config") -> "JobConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of keys to values, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, source)) from None
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "config") -> "JobConfig":
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+        return cls.parse(data or {}, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "JobConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist.")
+        return cls.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobConfig":
+        return cls.parse(json.loads(text), "stored config")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_overrides(self, assignments: list[str]) -> "JobConfig":
+        """Apply `key=value` strings (dotted keys, YAML values), as given to `--set` on the command line."""
+        data = self.to_dict()
+        for assignment in assignments:
+            key, sep, raw = assignment.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. training.epochs=2")
+            *parents, leaf = key.strip().split(".")
+            node = data
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    node[part] = {}
+                node = node[part]
+            try:
+                node[leaf] = yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({exc})") from None
+        return JobConfig.parse(data, "--set")
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem, naming the key and what it accepts."""
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "literal_error":
+            allowed = error["ctx"]["expected"].replace("'", "")
+            message = f"must be one of {allowed} (got {error['input']!r})"
+        elif error["type"] == "extra_forbidden":
+            message = "is not a known key"
+        elif error["type"] == "missing":
+            message = "is required"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{key}: {message}")
+    return f"Invalid {source}:\n  " + "\n  ".join(lines)

@@ -1,0 +1,441 @@
+"""Reading a user's dataset: load its rows, map its columns to the task's fields, check every row, report what to fix.
+
+A source is a local file (jsonl, json, csv or parquet) or a Hugging Face Hub dataset id (`name`, `owner/name` or
+`owner/name:split`). This module imports no torch or transformers, since the web UI imports it; `datasets` is
+imported only when a hub dataset is downloaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelforge.errors import DatasetError
+from modelforge.tasks import TASKS
+
+FORMATS = ("jsonl", "json", "csv", "parquet")
+MIN_ROWS = 2  # fewer valid rows is an error: too little to train on
+FEW_ROWS = 10  # fewer valid rows is a warning
+ROLES = ("system", "user", "assistant")
+
+# Column names commonly used for each field, tried in order (ignoring case) when no column has the field's name.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "input": ("instruction", "prompt", "question", "query", "text", "document", "article", "dialogue", "source"),
+    "output": ("response", "answer", "completion", "target", "summary", "highlights"),
+    "messages": ("conversations", "conversation", "chat", "dialog"),
+    "context": ("passage", "paragraph", "document", "text"),
+    "question": ("query", "prompt"),
+    "answer": ("answers", "answer_text"),
+    "prompt": ("instruction", "question", "input", "query"),
+    "chosen": ("chosen_response", "preferred", "accepted"),
+    "rejected": ("rejected_response", "dispreferred"),
+}
+
+# ShareGPT-style turns ({"from": "human", "value": ...}) are read as {"role": "user", "content": ...}.
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+
+_HUB_ID = re.compile(
+    r"(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]*(?:/[A-Za-z0-9][A-Za-z0-9_.-]*)?)(?::(?P<split>[A-Za-z0-9_.%:\[\]+-]+))?"
+)
+_FORMAT_LIST = ", ".join(f".{name}" for name in FORMATS)
+_KINDS = {
+    str: "text",
+    int: "a number",
+    float: "a number",
+    bool: "true/false",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a source and where it came from."""
+
+    number: int  # 1-based: the line of a jsonl or csv file (a csv header is line 1), else the row's position
+    values: dict[str, Any]
+    unit: str = "line"  # what `number` counts: "line" or "row"
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem: where it is (None for the whole source), the field it concerns (or None), and what is wrong."""
+
+    number: int | None
+    field: str | None
+    message: str
+    unit: str = "line"
+
+    def __str__(self) -> str:
+        return self.message if self.number is None else f"{self.unit} {self.number}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """What `validate` found: the column mapping used, the canonical records of the valid rows, and the problems."""
+
+    source: str
+    fields: tuple[str, ...]
+    columns: dict[str, str] = field(default_factory=dict)  # field -> column of the source
+    rows: int = 0  # rows in the source, malformed ones included
+    records: list[dict[str, Any]] = field(default_factory=list)  # one per valid row, keyed by exactly `fields`
+    errors: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self, limit: int = 10) -> str:
+        """A few lines for a person: the counts, the first `limit` errors and warnings, and how many more there are."""
+        mapping = ", ".join(name if column == name else f"{name} <- {column}" for name, column in self.columns.items())
+        lines = [f"{self.source}: {_count(self.rows, 'row')}, {len(self.records)} valid; columns: {mapping or 'none'}"]
+        for kind, issues in (("error", self.errors), ("warning", self.warnings)):
+            if issues:
+                lines.append(f"{_count(len(issues), kind)}:")
+                lines += [f"  {issue}" for issue in issues[:limit]]
+                if len(issues) > limit:
+                    lines.append(f"  ... and {_count(len(issues) - limit, 'more ' + kind)}")
+        if not self.errors and not self.warnings:
+            lines.append("No problems found.")
+        return "\n".join(lines)
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """The rows of a local file; DatasetError when it is missing, of an unknown type, empty or malformed."""
+    rows, malformed = _read_file(Path(path))
+    if malformed:
+        more = f" (and {_count(len(malformed) - 1, 'more malformed ' + malformed[0].unit)})" if len(malformed) > 1 else ""
+        raise DatasetError(f"{path}, {malformed[0]}{more}")
+    return rows
+
+
+def read_hub_rows(dataset_id: str, split: str = "train") -> list[Row]:
+    """The rows of one split of a Hugging Face Hub dataset; DatasetError when it cannot be downloaded or is empty."""
+    import datasets
+
+    try:
+        data = datasets.load_dataset(dataset_id, split=split)
+    except Exception as exc:  # offline, unknown id, gated, bad split: the hub client raises many unrelated types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(
+            f"could not download {dataset_id} (split {split}) from the Hugging Face Hub: {reason}. "
+            "Check the id, your network, or use a local file."
+        ) from None
+    rows = [Row(number, values, "row") for number, values in enumerate(data, start=1)]
+    if not rows:
+        raise DatasetError(f"{dataset_id} (split {split}) is empty: it has no rows")
+    return rows
+
+
+def detect_columns(
+    column_names: list[str], fields: tuple[str, ...], columns: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Map each field to a column: the user's `columns` first, then a column named as the field, then an alias.
+
+    A column serves one field at most. Fields with no column are left out of the result.
+    """
+    mapping = {name: column for name, column in (columns or {}).items() if name in fields}
+    free = [column for column in column_names if column not in mapping.values()]
+    for name in fields:
+        if name not in mapping and name in free:
+            mapping[name] = name
+            free.remove(name)
+    for name in fields:
+        if name in mapping:
+            continue
+        by_lower = {column.lower(): column for column in free}
+        found = next((by_lower[alias] for alias in (name, *ALIASES.get(name, ())) if alias in by_lower), None)
+        if found is not None:
+            mapping[name] = found
+            free.remove(found)
+    return {name: mapping[name] for name in fields if name in mapping}
+
+
+def validate(
+    source: str | Path,
+    task: str,
+    columns: dict[str, str] | None = None,
+    fields: tuple[str, ...] | None = None,
+    min_rows: int = MIN_ROWS,
+) -> ValidationReport:
+    """Check a source against the task's fields, or against `fields` (e.g. PREFERENCE_FIELDS for dpo).
+
+    Raises DatasetError when the source cannot be read at all; every other problem goes into the report.
+    """
+    fields = tuple(fields or TASKS[task].fields)
+    rows, malformed = _read_source(str(source))
+    names = list(dict.fromkeys(column for row in rows for column in row.values))
+    report = ValidationReport(str(source), fields, detect_columns(names, fields, columns), len(rows) + len(malformed))
+    report.errors += malformed
+    mapping_errors = _mapping_errors(report.columns, fields, names)
+    if mapping_errors:
+        report.errors = mapping_errors + report.errors
+        return report
+
+    first_seen: dict[str, int] = {}
+    for row in rows:
+        record, issues = _check_row(row, report.columns)
+        report.errors += issues
+        if record is None:
+            continue
+        key = json.dumps(record, sort_keys=True)
+        if key in first_seen:
+            report.warnings.append(Issue(row.number, None, f"duplicate of {row.unit} {first_seen[key]}", row.unit))
+        else:
+            first_seen[key] = row.number
+        report.records.append(record)
+
+    valid = len(report.records)
+    if valid < min_rows:
+        report.errors.append(Issue(None, None, f"only {_count(valid, 'valid row')}; training needs at least {min_rows}"))
+    elif valid < FEW_ROWS:
+        report.warnings.append(
+            Issue(None, None, f"only {_count(valid, 'row')}; fine-tuning usually needs hundreds of examples")
+        )
+    report.errors.sort(key=lambda issue: issue.number or 0)
+    return report
+
+
+def load_records(
+    source: str | Path, task: str, columns: dict[str, str] | None = None, fields: tuple[str, ...] | None = None
+) -> list[dict[str, Any]]:
+    """The canonical records of a source, or DatasetError with the report's summary when it has errors."""
+    report = validate(source, task, columns, fields)
+    if not report.ok:
+        raise DatasetError(report.summary())
+    return report.records
+
+
+# -- reading -----------------------------------------------------------------------------------------------------
+
+
+def _read_source(source: str) -> tuple[list[Row], list[Issue]]:
+    """Rows and malformed lines of a local file, or the rows of a hub dataset when no such file exists."""
+    hub = _hub_id(source)
+    if hub and not Path(source).exists():
+        return read_hub_rows(*hub), []
+    return _read_file(Path(source))
+
+
+def _hub_id(source: str) -> tuple[str, str] | None:
+    """(dataset id, split) when `source` looks like `name`, `owner/name` or `owner/name:split`, not a file name."""
+    match = _HUB_ID.fullmatch(source)
+    if match is None or Path(match["id"]).suffix.lower().lstrip(".") in FORMATS:
+        return None
+    return match["id"], match["split"] or "train"
+
+
+def _read_file(path: Path) -> tuple[list[Row], list[Issue]]:
+    if not path.exists():
+        raise DatasetError(f"file not found: {path}")
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder; give a data file ({_FORMAT_LIST})")
+    kind = path.suffix.lower().lstrip(".")
+    if kind not in FORMATS:
+        raise DatasetError(f"{path}: unknown file type {path.suffix or '(no extension)'}; use one of {_FORMAT_LIST}")
+    rows, malformed = _READERS[kind](path)
+    if not rows and not malformed:
+        raise DatasetError(f"{path} is empty: it has no rows")
+    return rows, malformed
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8"
+        ) from None
+
+
+def _read_jsonl(path: Path) -> tuple[list[Row], list[Issue]]:
+    return _parse_json_lines(_read_text(path))
+
+
+def _parse_json_lines(text: str) -> tuple[list[Row], list[Issue]]:
+    rows, malformed = [], []
+    # split on "\n" only: str.splitlines would also split at U+2028, which JSON strings may hold unescaped
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            values = json.loads(line)
+        except json.JSONDecodeError as exc:
+            malformed.append(Issue(number, None, f"not valid JSON: {exc.msg} (column {exc.colno})"))
+            continue
+        if isinstance(values, dict):
+            rows.append(Row(number, values))
+        else:
+            malformed.append(Issue(number, None, f"expected a JSON object {{...}}, got {_kind(values)}"))
+    return rows, malformed
+
+
+def _read_json(path: Path) -> tuple[list[Row], list[Issue]]:
+    text = _read_text(path)
+    if not text.strip():
+        return [], []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # JSON lines saved as .json
+            return _parse_json_lines(text)
+        raise DatasetError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: expected a JSON array of objects [{{...}}, ...], got {_kind(data)}")
+    rows, malformed = [], []
+    for number, values in enumerate(data, start=1):
+        if isinstance(values, dict):
+            rows.append(Row(number, values, "row"))
+        else:
+            malformed.append(Issue(number, None, f"expected a JSON object {{...}}, got {_kind(values)}", "row"))
+    return rows, malformed
+
+
+def _read_csv(path: Path) -> tuple[list[Row], list[Issue]]:
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    header: list[str] | None = None
+    rows, malformed = [], []
+    end = 0  # the line the previous record ended on; a quoted value may span lines
+    try:
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if not record:
+                continue
+            if header is None:
+                header = record
+            elif len(record) == len(header):
+                rows.append(Row(start, dict(zip(header, record))))
+            else:
+                message = f"has {_count(len(record), 'value')} but the header names {_count(len(header), 'column')}"
+                malformed.append(Issue(start, None, message))
+    except csv.Error as exc:
+        raise DatasetError(f"{path}, line {reader.line_num}: not valid CSV: {exc}") from None
+    return rows, malformed
+
+
+def _read_parquet(path: Path) -> tuple[list[Row], list[Issue]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(f"{path} is not a readable parquet file: {exc}") from None
+    return [Row(number, values, "row") for number, values in enumerate(table.to_pylist(), start=1)], []
+
+
+_READERS = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
+
+
+# -- checking ----------------------------------------------------------------------------------------------------
+
+
+def _mapping_errors(columns: dict[str, str], fields: tuple[str, ...], names: list[str]) -> list[Issue]:
+    existing = ", ".join(names) or "none"
+    errors = []
+    for name in fields:
+        if name not in columns:
+            message = (
+                f"no column for {name}; the columns are: {existing}. "
+                f"Rename one to {name!r} or map it, e.g. columns: {{{name}: <column>}}"
+            )
+            errors.append(Issue(None, name, message))
+        elif columns[name] not in names:
+            message = f"columns maps {name} to {columns[name]!r}, which is not a column; the columns are: {existing}"
+            errors.append(Issue(None, name, message))
+    return errors
+
+
+def _check_row(row: Row, columns: dict[str, str]) -> tuple[dict[str, Any] | None, list[Issue]]:
+    """The canonical record of a row, or None and the row's problems."""
+    record, issues = {}, []
+    for name, column in columns.items():
+        try:
+            record[name] = _value(name, row.values, column)
+        except ValueError as exc:
+            issues.append(Issue(row.number, name, f"{_label(name, column)} {exc}", row.unit))
+    if not issues and "answer" in record and "context" in record:
+        try:
+            record["answer"] = _answer(record["answer"], record["context"])
+        except ValueError as exc:
+            issues.append(Issue(row.number, "answer", f"{_label('answer', columns['answer'])} {exc}", row.unit))
+    if not issues and "chosen" in record and record["chosen"] == record["rejected"]:
+        message = "chosen and rejected are the same text; a preference pair needs two different answers"
+        issues.append(Issue(row.number, "rejected", message, row.unit))
+    return (None, issues) if issues else (record, [])
+
+
+def _value(name: str, values: dict[str, Any], column: str) -> Any:
+    if column not in values:
+        raise ValueError("is missing")
+    value = values[column]
+    if value is None or value in ([], {}) or (isinstance(value, str) and not value.strip()):
+        raise ValueError("is empty")
+    if name == "messages":
+        return _messages(value)
+    if name == "answer":  # text or SQuAD style, checked against its context once the whole row is read
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be text, got {_kind(value)}")
+    return value
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of {{role, content}} turns, got {_kind(value)}")
+    turns = []
+    for number, turn in enumerate(value, start=1):
+        if isinstance(turn, dict) and "from" in turn and "role" not in turn:
+            turn = {"role": SHAREGPT_ROLES.get(turn["from"], turn["from"]), "content": turn.get("value")}
+        if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
+            raise ValueError(f"turn {number} must be an object with role and content, got {_kind(turn)}")
+        if turn["role"] not in ROLES:
+            raise ValueError(f"turn {number} has role {turn['role']!r}; use one of {', '.join(ROLES)}")
+        if not isinstance(turn["content"], str) or not turn["content"].strip():
+            raise ValueError(f"turn {number} content must be non-empty text, got {_kind(turn['content'])}")
+        turns.append({"role": turn["role"], "content": turn["content"]})
+    if turns[-1]["role"] != "assistant":
+        raise ValueError(f"must end with an assistant turn, but the last turn is from the {turns[-1]['role']}")
+    return turns
+
+
+def _answer(value: Any, context: str) -> dict[str, Any]:
+    """{"text", "start"}: an answer given as text or SQuAD style, and its offset in the context.
+
+    A SQuAD `answer_start` is kept when it points at the text; otherwise the text's first occurrence is used.
+    """
+    text, start = value, None
+    if isinstance(value, dict):
+        text, start = value.get("text"), value.get("answer_start")
+        if isinstance(text, list):
+            if not text:
+                raise ValueError("has no text (questions without an answer are not supported)")
+            text, start = text[0], start[0] if isinstance(start, list) and start else None
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f'must be text or {{"text": [...], "answer_start": [...]}}, got {_kind(value)}')
+    if not (isinstance(start, int) and start >= 0 and context[start : start + len(text)] == text):
+        start = context.find(text)
+    if start < 0:
+        raise ValueError(f"{text!r} does not occur in the context")
+    return {"text": text, "start": start}
+
+
+def _label(name: str, column: str) -> str:
+    return name if column == name else f"{name} (column {column!r})"
+
+
+def _kind(value: Any) -> str:
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

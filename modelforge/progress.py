@@ -1,0 +1,67 @@
+"""A TrainerCallback that reports progress to the job store and stops training when the user cancels."""
+
+from __future__ import annotations
+
+import time
+
+from transformers import TrainerCallback
+
+from modelforge import jobs
+
+
+class ProgressCallback(TrainerCallback):
+    """Writes step, ETA and tokens/s at most every `interval` seconds, and every logged metric."""
+
+    def __init__(self, job_id: int, interval: float = 1.0):
+        self.job_id = job_id
+        self.interval = interval
+        self.cancelled = False
+        self._last_write = 0.0
+        self._start_time = 0.0
+        self._start_step = 0
+        self._start_tokens = 0
+
+    def _rates(self, state) -> tuple[float | None, float | None]:
+        elapsed = time.monotonic() - self._start_time
+        steps_done = state.global_step - self._start_step
+        if elapsed <= 0 or steps_done <= 0:
+            return None, None
+        tokens_per_second = (state.num_input_tokens_seen - self._start_tokens) / elapsed or None
+        eta = (state.max_steps - state.global_step) * elapsed / steps_done
+        return tokens_per_second, max(eta, 0.0)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start_time = time.monotonic()
+        self._start_step = state.global_step
+        self._start_tokens = state.num_input_tokens_seen
+        jobs.update(self.job_id, stage="training", total_steps=state.max_steps, step=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.monotonic()
+        if now - self._last_write < self.interval and state.global_step < state.max_steps:
+            return
+        self._last_write = now
+        tokens_per_second, eta = self._rates(state)
+        jobs.update(
+            self.job_id, step=state.global_step, epoch=state.epoch, tokens_per_second=tokens_per_second, eta_seconds=eta
+        )
+        if jobs.cancel_requested(self.job_id):
+            # Save a checkpoint at this step so `resume` continues from here.
+            self.cancelled = True
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs and "eval_loss" not in logs:
+            return
+        tokens_per_second, _ = self._rates(state)
+        jobs.record_metrics(
+            self.job_id,
+            step=state.global_step,
+            epoch=state.epoch,
+            loss=logs.get("loss"),
+            eval_loss=logs.get("eval_loss"),
+            learning_rate=logs.get("learning_rate"),
+            tokens_per_second=tokens_per_second,
+        )

@@ -1,0 +1,94 @@
+"""Loads models with transformers: the task's model class, optional bitsandbytes quantization."""
+
+from __future__ import annotations
+
+import os
+
+from modelforge.errors import ModelLoadError
+
+
+def hub_token() -> str | None:
+    """The user's Hub token from the environment; never stored anywhere by ModelForge."""
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGINGFACE_TOKEN") or None
+
+
+def describe_load_failure(model: str, exc: Exception) -> str:
+    text = str(exc)
+    lowered = text.lower()
+    if "gated" in lowered or "401" in text or "403" in text:
+        return (
+            f"Model '{model}' is gated or private: accept its license on the Hugging Face Hub and set "
+            "HF_TOKEN to a token that has access."
+        )
+    if os.path.sep in model or model.startswith("."):
+        return f"Model folder '{model}' could not be loaded: {text.splitlines()[0] if text else type(exc).__name__}"
+    if "offline" in lowered or "connect" in lowered or "resolve" in lowered or "cannot find the requested files" in lowered:
+        return (
+            f"Model '{model}' could not be downloaded: the Hugging Face Hub is unreachable from here. "
+            "Check your network, or point `model` at a local folder (omit it to use the built-in demo model)."
+        )
+    return (
+        f"Model '{model}' was not found: it is neither a local folder nor a model id on the Hugging Face Hub. "
+        "Check the spelling (e.g. Qwen/Qwen2.5-0.5B)."
+    )
+
+
+def model_class_for(task: str, model_config):
+    import transformers
+
+    if task == "extractive-qa":
+        return transformers.AutoModelForQuestionAnswering
+    if task == "summarization" and getattr(model_config, "is_encoder_decoder", False):
+        return transformers.AutoModelForSeq2SeqLM
+    return transformers.AutoModelForCausalLM
+
+
+def quantization_config(kind: str | None, runtime):
+    if kind is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if kind == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=runtime.torch_dtype,
+    )
+
+
+class HuggingFaceProvider:
+    name = "huggingface"
+    description = "transformers + peft: every task, LoRA or full fine-tuning, 4/8-bit loading."
+
+    def availability(self):
+        from modelforge.providers import Availability
+
+        return Availability(True)
+
+    def load(self, config, runtime, model_path: str):
+        from transformers import AutoConfig, AutoTokenizer
+
+        from modelforge.providers import LoadedModel
+
+        token = hub_token()
+        try:
+            model_config = AutoConfig.from_pretrained(model_path, token=token)
+            tokenizer = AutoTokenizer.from_pretrained(model_path, token=token)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(describe_load_failure(config.model or model_path, exc)) from exc
+        model_class = model_class_for(config.task, model_config)
+        try:
+            model = model_class.from_pretrained(
+                model_path,
+                token=token,
+                dtype=runtime.torch_dtype,
+                quantization_config=quantization_config(config.quantization, runtime),
+                device_map={"": 0} if runtime.device == "cuda" else "cpu",
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(describe_load_failure(config.model or model_path, exc)) from exc
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return LoadedModel(model=model, tokenizer=tokenizer)

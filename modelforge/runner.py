@@ -1,0 +1,265 @@
+"""The job runner: a persisted FIFO queue of jobs, each trained in its own supervised worker process.
+
+Workers start in their own session and write to their own log file, so a job outlives the browser tab, the
+web server or the CLI that started it. Whatever runner is alive supervises: it reaps its own workers, records
+how they died, kills workers that ignore a cancel, and on start-up marks jobs whose worker vanished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from modelforge import jobs
+from modelforge.config import JobConfig
+from modelforge.db import RESUMABLE_STATUSES, Job, SqliteDatabase, database, utcnow
+from modelforge.errors import ConfigError, JobError
+from modelforge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CANCEL_GRACE_SECONDS = 120.0
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        return f"The worker process was killed by {_signal_name(-returncode)}"
+    return f"The worker process exited with code {returncode} without recording a result"
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, max_concurrent: int = 1, cancel_grace: float | None = None):
+        self.settings = settings
+        self.max_concurrent = max_concurrent
+        self.cancel_grace = cancel_grace if cancel_grace is not None else float(
+            os.environ.get("MODELFORGE_CANCEL_GRACE", DEFAULT_CANCEL_GRACE_SECONDS)
+        )
+        self._workers: dict[int, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- queueing ----------------------------------------------------------------------------------
+    def submit(self, config: JobConfig) -> Job:
+        """Queue a job. The config's dataset path is made absolute so the worker finds it from anywhere."""
+        dataset = Path(config.dataset).expanduser()
+        if dataset.exists():
+            config = config.model_copy(update={"dataset": str(dataset.resolve())})
+        output_dir = self._output_dir(config)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config = config.model_copy(update={"output_dir": str(output_dir)})
+        return Job.create(name=config.name, config=config.to_json(), output_dir=str(output_dir))
+
+    def _output_dir(self, config: JobConfig) -> Path:
+        if config.output_dir:
+            chosen = Path(config.output_dir).expanduser().resolve()
+            if chosen.exists() and any(chosen.iterdir()):
+                raise ConfigError(f"output_dir: {chosen} already holds files; choose another folder or empty it.")
+            return chosen
+        base = self.settings.runs_dir / config.name
+        candidate, suffix = base, 2
+        while candidate.exists():
+            candidate = base.with_name(f"{base.name}-{suffix}")
+            suffix += 1
+        return candidate
+
+    def cancel(self, job_id: int) -> Job:
+        """Queued jobs are cancelled at once; a running job stops at its next step and saves a checkpoint."""
+        job = jobs.get_job(job_id)
+        if job.status == "queued":
+            jobs.finish(job.id, "cancelled", error="Cancelled before it started.")
+        elif job.status == "running":
+            if job.cancel_requested_at is None:
+                jobs.update(job.id, cancel_requested_at=utcnow())
+        else:
+            raise JobError(f"Job {job.id} is {job.status}; only queued or running jobs can be cancelled.")
+        return jobs.get_job(job.id)
+
+    def resume(self, job_id: int) -> Job:
+        """Queue a cancelled, interrupted or failed job again; it continues from its last checkpoint."""
+        job = jobs.get_job(job_id)
+        if job.status not in RESUMABLE_STATUSES:
+            raise JobError(
+                f"Job {job.id} is {job.status}; only {', '.join(RESUMABLE_STATUSES)} jobs can be resumed."
+            )
+        jobs.update(
+            job.id,
+            status="queued",
+            stage="queued",
+            resume=True,
+            error=None,
+            finished_at=None,
+            cancel_requested_at=None,
+            worker_pid=None,
+            eta_seconds=None,
+            created_at=utcnow(),  # back of the queue
+        )
+        return jobs.get_job(job.id)
+
+    # -- supervision -------------------------------------------------------------------------------
+    def recover(self) -> list[int]:
+        """Mark jobs left running by a runner that is gone, and whose worker died with it, as interrupted."""
+        interrupted = []
+        for job in Job.running():
+            if job.id not in self._workers and not self._worker_alive(job):
+                jobs.finish(
+                    job.id,
+                    "interrupted",
+                    error="The job's worker was gone when ModelForge restarted; resume continues from the last checkpoint.",
+                )
+                interrupted.append(job.id)
+        return interrupted
+
+    def poll(self, up_to: int | None = None) -> None:
+        """Reap finished workers, enforce cancel deadlines, and start queued jobs while slots are free.
+
+        `up_to`: start only jobs queued no later than this one (the CLI waits for its own job only).
+        """
+        with self._lock:
+            self._reap()
+            self._enforce_cancellations()
+            while self._start_next(up_to):
+                pass
+
+    def wait(self, job_id: int, on_update: Callable[[Job], None] | None = None, interval: float = 0.5) -> Job:
+        """Run the queue up to this job and return it once it has finished."""
+        while True:
+            self.poll(up_to=job_id)
+            job = jobs.get_job(job_id)
+            if on_update:
+                on_update(job)
+            if job.is_finished:
+                return job
+            time.sleep(interval)
+
+    def start(self, interval: float = 1.0) -> None:
+        """Supervise in a background thread (the web app's runner)."""
+        self.recover()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), name="modelforge-runner", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except Exception:  # the supervisor must outlive any one bad poll (e.g. a locked database)
+                log.exception("runner poll failed")
+            self._stop.wait(interval)
+
+    def _start_next(self, up_to: int | None) -> bool:
+        with database.atomic(*self._immediate()):
+            if Job.running().count() >= self.max_concurrent:
+                return False
+            candidates = Job.queued()
+            if up_to is not None:
+                limit = jobs.get_job(up_to)
+                candidates = candidates.where(
+                    (Job.created_at < limit.created_at) | ((Job.created_at == limit.created_at) & (Job.id <= limit.id))
+                )
+            job = candidates.first()
+            if job is None:
+                return False
+            claimed = (
+                Job.update(status="running", stage="loading model", started_at=utcnow(), error=None)
+                .where(Job.id == job.id, Job.status == "queued")
+                .execute()
+            )
+        if claimed:
+            self._spawn(job)
+        return bool(claimed)
+
+    def _immediate(self) -> tuple:
+        # SQLite: take the write lock up front so two runners cannot both claim a slot.
+        return ("IMMEDIATE",) if isinstance(database.obj, SqliteDatabase) else ()
+
+    def _spawn(self, job: Job) -> None:
+        log_file = jobs.log_path(job)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        package_root = str(Path(__file__).resolve().parent.parent)
+        python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, **self.settings.worker_env(), "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
+        with open(log_file, "ab") as log_handle:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "modelforge.worker", str(job.id)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        self._workers[job.id] = process
+        jobs.update(job.id, worker_pid=process.pid, worker_host=socket.gethostname())
+        log.info("job %d started in worker %d", job.id, process.pid)
+
+    def _reap(self) -> None:
+        for job_id, process in list(self._workers.items()):
+            returncode = process.poll()
+            if returncode is None:
+                continue
+            del self._workers[job_id]
+            job = jobs.get_job(job_id)
+            if job.status != "running":
+                continue  # the worker recorded its own ending
+            if job.cancel_requested_at is not None:
+                jobs.finish(job_id, "cancelled", error=f"{describe_exit(returncode)} while cancelling.")
+                continue
+            tail = jobs.log_tail(job)
+            reason = describe_exit(returncode) + "." + (f"\nLast log lines:\n{tail}" if tail else "")
+            jobs.finish(job_id, "failed", error=reason)
+        for job in Job.running():
+            if job.id not in self._workers and not self._worker_alive(job):
+                # A worker this runner adopted (started by an earlier runner) ended without a result.
+                jobs.finish(job.id, "failed", error="The worker process ended without recording a result.\n" + jobs.log_tail(job))
+
+    def _enforce_cancellations(self) -> None:
+        for job in Job.running().where(Job.cancel_requested_at.is_null(False)):
+            waited = (utcnow() - job.cancel_requested_at).total_seconds()
+            if waited > self.cancel_grace:
+                self.kill(job, f"did not stop within {self.cancel_grace:.0f} s of the cancel request and was killed")
+
+    def kill(self, job: Job, reason: str) -> None:
+        if self._worker_alive(job):
+            try:
+                os.killpg(job.worker_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process = self._workers.pop(job.id, None)
+        if process:
+            process.wait()
+        jobs.finish(job.id, "cancelled", error=f"The worker {reason}.")
+
+    def _worker_alive(self, job: Job) -> bool:
+        process = self._workers.get(job.id)
+        if process is not None:
+            return process.poll() is None
+        if not job.worker_pid:
+            return False
+        if job.worker_host and job.worker_host != socket.gethostname():
+            return True  # another machine's worker (shared database): not ours to judge
+        try:
+            cmdline = Path(f"/proc/{job.worker_pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        # The pid may have been reused by an unrelated process since.
+        return b"modelforge.worker" in cmdline and str(job.id).encode() in cmdline

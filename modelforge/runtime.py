@@ -1,0 +1,47 @@
+"""Resolve a config's `auto` settings against the hardware the worker actually has (imports torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelforge.config import JobConfig
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str  # "cuda" or "cpu"
+    precision: str  # fp32 | fp16 | bf16
+    gradient_checkpointing: bool
+
+    @property
+    def use_cpu(self) -> bool:
+        return self.device == "cpu"
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+
+
+def resolve_runtime(config: JobConfig) -> Runtime:
+    import torch
+
+    from modelforge.errors import ConfigError
+
+    training = config.training
+    if not torch.cuda.is_available():
+        if training.precision in ("fp16", "bf16"):
+            raise ConfigError(
+                f"training.precision: {training.precision} needs a GPU and none is available here; use auto or fp32."
+            )
+        # Checkpointing only costs time on CPU, where memory is rarely the limit.
+        checkpointing = training.gradient_checkpointing is True
+        return Runtime("cpu", "fp32", checkpointing)
+    precision = training.precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    elif precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("training.precision: this GPU does not support bf16; use auto or fp16.")
+    checkpointing = training.gradient_checkpointing
+    return Runtime("cuda", precision, True if checkpointing == "auto" else checkpointing)

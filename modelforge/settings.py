@@ -1,0 +1,57 @@
+"""Where ModelForge keeps its data: one home folder holding the database, uploads, runs and the demo models."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+SPACES_PERSISTENT_DIR = Path("/data")
+
+
+def default_home() -> Path:
+    if os.environ.get("MODELFORGE_HOME"):
+        return Path(os.environ["MODELFORGE_HOME"]).expanduser()
+    # On Hugging Face Spaces only /data survives a restart, when persistent storage is enabled.
+    if os.environ.get("SPACE_ID") and SPACES_PERSISTENT_DIR.is_dir():
+        return SPACES_PERSISTENT_DIR / "modelforge"
+    return Path.home() / ".modelforge"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str | None = None
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(home=default_home(), database_url=os.environ.get("DATABASE_URL") or None)
+
+    @property
+    def database_path(self) -> Path:
+        if os.environ.get("MODELFORGE_DB_PATH"):
+            return Path(os.environ["MODELFORGE_DB_PATH"]).expanduser()
+        return self.home / "modelforge.db"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    def ensure_dirs(self) -> None:
+        for folder in (self.home, self.runs_dir, self.datasets_dir, self.models_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def worker_env(self) -> dict[str, str]:
+        """Environment that makes a worker process see the same home and database as this process."""
+        env = {"MODELFORGE_HOME": str(self.home), "MODELFORGE_DB_PATH": str(self.database_path)}
+        if self.database_url:
+            env["DATABASE_URL"] = self.database_url
+        return env

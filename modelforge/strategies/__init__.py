@@ -1,0 +1,36 @@
+"""Strategy registry: the training objectives, keyed by the config's `strategy`.
+
+A strategy declares the dataset fields it needs for a task and builds one trainer from a TrainingRun.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from modelforge.strategies import sft
+from modelforge.tasks import TASKS
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    description: str
+    prepare_rows: Callable[[list[dict], str, Any], list[dict]]  # (records, task, tokenizer) -> trainer rows
+    build_trainer: Callable[[Any], Any]
+    tasks: tuple[str, ...]
+    quantization: str | None = None  # the loading a strategy implies (qlora: 4bit)
+
+    def fields(self, task: str) -> tuple[str, ...]:
+        return TASKS[task].fields
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "sft": Strategy(
+        name="sft",
+        description="Supervised fine-tuning on input/output pairs or conversations; LoRA unless lora is null.",
+        prepare_rows=sft.to_sft_rows,
+        build_trainer=sft.build_trainer,
+        tasks=("text-generation", "chat", "summarization"),
+    ),
+}

@@ -1,0 +1,52 @@
+"""Trainer arguments every strategy shares, derived from the job config and the resolved runtime."""
+
+from __future__ import annotations
+
+
+def trainer_arguments(run) -> dict:
+    """Keyword arguments for transformers' TrainingArguments (and TRL's configs, which extend it)."""
+    training = run.config.training
+    has_eval = run.eval_dataset is not None and len(run.eval_dataset) > 0
+    return dict(
+        output_dir=str(run.output_dir),
+        num_train_epochs=training.epochs,
+        max_steps=training.max_steps,
+        per_device_train_batch_size=training.batch_size,
+        per_device_eval_batch_size=training.batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation,
+        learning_rate=training.learning_rate,
+        lr_scheduler_type=training.scheduler,
+        warmup_steps=training.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        seed=training.seed,
+        data_seed=training.seed,
+        use_cpu=run.runtime.use_cpu,
+        bf16=run.runtime.precision == "bf16",
+        fp16=run.runtime.precision == "fp16",
+        gradient_checkpointing=run.runtime.gradient_checkpointing,
+        save_strategy="steps",
+        save_steps=training.save_steps,
+        save_total_limit=2,
+        logging_strategy="steps",
+        logging_steps=training.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=training.save_steps if has_eval else None,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def lora_config(run, task_type: str):
+    lora = run.config.lora
+    if lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type=task_type,
+    )

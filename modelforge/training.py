@@ -1,0 +1,160 @@
+"""One job, start to finish, inside the worker process: load, prepare data, train, evaluate, save."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelforge import data, jobs
+from modelforge.config import JobConfig
+from modelforge.db import DatasetRecord, Job
+from modelforge.errors import ConfigError, JobCancelled, UnavailableError
+from modelforge.runtime import Runtime, resolve_runtime
+from modelforge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "modelforge.yaml"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class TrainingRun:
+    """Everything a strategy needs to build its trainer."""
+
+    config: JobConfig
+    runtime: Runtime
+    model: Any
+    tokenizer: Any
+    train_dataset: Any
+    eval_dataset: Any
+    output_dir: Path
+    callbacks: list = field(default_factory=list)
+
+
+def resolve_model_path(config: JobConfig, settings: Settings) -> str:
+    if config.model:
+        return config.model
+    from modelforge.demo_model import ensure_demo_model
+
+    return str(ensure_demo_model(settings.models_dir))
+
+
+def resolve_dataset_source(source: str) -> str:
+    """A saved dataset's name stands for its stored file; anything else is a path or a hub id."""
+    record = DatasetRecord.get_or_none(DatasetRecord.name == source)
+    return record.path if record else source
+
+
+def split_records(records: list[dict], eval_split: float, seed: int) -> tuple[list[dict], list[dict]]:
+    if eval_split <= 0 or len(records) < 10:
+        return records, []
+    shuffled = records[:]
+    random.Random(seed).shuffle(shuffled)
+    held_out = max(1, round(len(shuffled) * eval_split))
+    return shuffled[held_out:], shuffled[:held_out]
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    checkpoints = [p for p in output_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    return max(checkpoints, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def _check_cancel(job_id: int) -> None:
+    if jobs.cancel_requested(job_id):
+        raise JobCancelled("Cancelled before training started.")
+
+
+def run_job(job: Job, settings: Settings) -> None:
+    from datasets import Dataset
+
+    from modelforge.progress import ProgressCallback
+    from modelforge.providers import PROVIDERS
+    from modelforge.strategies import STRATEGIES
+
+    config = JobConfig.from_json(job.config)
+    output_dir = Path(job.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    strategy = STRATEGIES.get(config.strategy)
+    if strategy is None:
+        raise UnavailableError(
+            f"Strategy {config.strategy} is not available yet; available: {', '.join(STRATEGIES)}."
+        )
+    if config.task not in strategy.tasks:
+        raise ConfigError(f"Strategy {config.strategy} does not support task {config.task} yet.")
+    provider = PROVIDERS[config.provider]
+    availability = provider.availability()
+    if not availability.available:
+        raise UnavailableError(f"Provider {config.provider} is unavailable: {availability.reason}.")
+
+    jobs.set_stage(job.id, "loading model")
+    runtime = resolve_runtime(config)
+    log.info("runtime: device=%s precision=%s gradient_checkpointing=%s", *vars(runtime).values())
+    loaded = provider.load(config, runtime, resolve_model_path(config, settings))
+    _check_cancel(job.id)
+
+    jobs.set_stage(job.id, "preparing data")
+    records = data.load_records(
+        resolve_dataset_source(config.dataset), config.task, config.columns or None, strategy.fields(config.task)
+    )
+    train_records, eval_records = split_records(records, config.training.eval_split, config.training.seed)
+    log.info("data: %d training rows, %d held out", len(train_records), len(eval_records))
+    to_dataset = lambda rows: Dataset.from_list(strategy.prepare_rows(rows, config.task, loaded.tokenizer))
+    train_dataset = to_dataset(train_records)
+    eval_dataset = to_dataset(eval_records) if eval_records else None
+    _check_cancel(job.id)
+
+    progress = ProgressCallback(job.id)
+    run = TrainingRun(
+        config=config,
+        runtime=runtime,
+        model=loaded.model,
+        tokenizer=loaded.tokenizer,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        output_dir=output_dir,
+        callbacks=[progress],
+    )
+    trainer = strategy.build_trainer(run)
+    checkpoint = last_checkpoint(output_dir) if job.resume else None
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if progress.cancelled:
+        saved = last_checkpoint(output_dir)
+        jobs.finish(job.id, "cancelled", error=f"Cancelled at step {trainer.state.global_step}; checkpoint {saved}.")
+        if saved:
+            jobs.add_artifact(job.id, "checkpoint", saved)
+        log.info("cancelled at step %d", trainer.state.global_step)
+        return
+
+    metrics = {
+        "train_loss": result.training_loss,
+        "train_runtime": result.metrics["train_runtime"],
+        "steps": trainer.state.global_step,
+        "tokens": trainer.state.num_input_tokens_seen,
+    }
+    metrics["tokens_per_second"] = metrics["tokens"] / max(metrics["train_runtime"], 1e-9)
+    if eval_dataset is not None:
+        jobs.set_stage(job.id, "evaluating")
+        evaluation = trainer.evaluate()
+        metrics["eval_loss"] = evaluation["eval_loss"]
+        jobs.record_metrics(job.id, step=trainer.state.global_step, eval_loss=evaluation["eval_loss"])
+
+    jobs.set_stage(job.id, "saving")
+    trainer.save_model(str(output_dir))
+    loaded.tokenizer.save_pretrained(str(output_dir))
+    resolved = config.model_copy(deep=True)
+    resolved.output_dir = str(output_dir)
+    resolved.training.precision = runtime.precision
+    resolved.training.gradient_checkpointing = runtime.gradient_checkpointing
+    (output_dir / CONFIG_FILE).write_text(resolved.to_yaml(), encoding="utf-8")
+    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    jobs.add_artifact(job.id, "adapter" if config.lora else "full-model", output_dir)
+    jobs.finish(job.id, "completed", metrics=metrics)
+    log.info("completed: %s", json.dumps(metrics))

@@ -1,0 +1,59 @@
+"""The worker process: `python -m modelforge.worker JOB_ID` runs one job and records how it ended.
+
+Its stdout and stderr are the job's log file (the runner opens it), never a pipe to a browser or a parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import traceback
+
+from modelforge import jobs
+from modelforge.db import init_database
+from modelforge.errors import JobCancelled, ModelForgeError
+from modelforge.settings import Settings
+
+OUT_OF_MEMORY_HINT = (
+    "Out of memory: lower training.batch_size or training.max_length, turn on gradient_checkpointing, "
+    "or use the qlora strategy."
+)
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    job_id = int(argv[0])
+    settings = Settings.from_env()
+    init_database(settings)
+    job = jobs.get_job(job_id)
+    jobs.update(job_id, worker_pid=os.getpid(), worker_host=socket.gethostname())
+    logging.info("worker %d starting job %d (%s)", os.getpid(), job_id, job.name)
+    from modelforge.training import run_job
+
+    try:
+        run_job(job, settings)
+    except JobCancelled as exc:
+        jobs.finish(job_id, "cancelled", error=str(exc))
+        logging.info("%s", exc)
+    except ModelForgeError as exc:
+        logging.error("%s", exc)
+        jobs.finish(job_id, "failed", error=str(exc))
+        return 1
+    except MemoryError:
+        logging.error("%s\n%s", OUT_OF_MEMORY_HINT, traceback.format_exc())
+        jobs.finish(job_id, "failed", error=OUT_OF_MEMORY_HINT)
+        return 1
+    except Exception as exc:  # the worker's top: record whatever went wrong
+        logging.error("job failed:\n%s", traceback.format_exc())
+        message = OUT_OF_MEMORY_HINT if "out of memory" in str(exc).lower() else f"{type(exc).__name__}: {exc}"
+        jobs.finish(job_id, "failed", error=message)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

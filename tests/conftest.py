@@ -1,0 +1,80 @@
+"""Shared fixtures: offline Hub, the demo model built once per session, a fresh home and database per test."""
+
+import os
+import socket
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+from modelforge.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def demo_models_dir(tmp_path_factory):
+    """The models folder holding the built demo model; built once per test session."""
+    from modelforge.demo_model import ensure_demo_model
+
+    models_dir = tmp_path_factory.mktemp("models")
+    ensure_demo_model(models_dir)
+    return models_dir
+
+
+@pytest.fixture(scope="session")
+def demo_model_path(demo_models_dir):
+    from modelforge.demo_model import ensure_demo_model
+
+    return ensure_demo_model(demo_models_dir)
+
+
+@pytest.fixture
+def settings(tmp_path, demo_models_dir, monkeypatch):
+    """A fresh data folder and SQLite database, sharing the session's demo model."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "models").symlink_to(demo_models_dir, target_is_directory=True)
+    monkeypatch.setenv("MODELFORGE_HOME", str(home))
+    monkeypatch.delenv("MODELFORGE_DB_PATH", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("MODELFORGE_CANCEL_GRACE", "60")
+    return Settings.from_env()
+
+
+@pytest.fixture
+def engine(settings):
+    from modelforge.engine import Engine
+
+    engine = Engine.create(settings)
+    yield engine
+    engine.runner.stop()
+    for job in engine.list_jobs():  # never leave a worker behind
+        if job.status == "running" and job.worker_pid:
+            engine.runner.kill(job, "was stopped at the end of the test")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(engine):
+    """The whole Gradio app served on a free local port, with its runner supervising in the background."""
+    from modelforge.ui import build_app
+
+    engine.runner.start(interval=0.5)
+    app = build_app(engine)
+    port = _free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+@pytest.fixture
+def app_client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)

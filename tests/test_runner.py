@@ -1,0 +1,108 @@
+"""The supervised worker: cancel and resume, a killed worker, orphans after a restart, the FIFO queue."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from modelforge import jobs
+from modelforge.config import JobConfig
+from modelforge.db import Job, MetricPoint
+from modelforge.errors import ConfigError, DatasetError, JobError
+from modelforge.runner import JobRunner
+from modelforge.training import last_checkpoint
+
+
+def _config(dataset, **training):
+    settings = dict(max_steps=40, batch_size=8, learning_rate=3e-3, save_steps=1000, logging_steps=1, eval_split=0)
+    settings.update(training)
+    return JobConfig(name="runner-test", dataset=str(dataset), training=settings)
+
+
+def _poll_until(runner, job_id, predicate, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runner.poll()
+        job = jobs.get_job(job_id)
+        if predicate(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached the expected state; last: {job.status}/{job.stage} step {job.step}")
+
+
+def test_cancel_saves_a_checkpoint_and_resume_finishes_the_same_job(engine, mapping_dataset):
+    job = engine.submit(_config(mapping_dataset["train"]))
+    job = _poll_until(engine.runner, job.id, lambda j: j.stage == "training" and j.step >= 3)
+
+    job = engine.cancel(job.id, wait=True)
+    assert job.status == "cancelled"
+    checkpoint = last_checkpoint(jobs.log_path(job).parent)
+    assert checkpoint is not None, "cancel must leave a checkpoint"
+    stopped_at = int(checkpoint.name.split("-")[1])
+    assert 3 <= stopped_at < 40
+
+    engine.runner.resume(job.id)
+    job = engine.runner.wait(job.id)
+    assert job.status == "completed", job.error
+    assert job.step == 40
+    assert Job.select().count() == 1
+    steps = [p.step for p in jobs.metric_points(job.id) if p.loss is not None]
+    assert steps[-1] == 40 and max(steps[: steps.index(stopped_at) + 1]) == stopped_at
+    assert "resuming from" in jobs.log_path(job).read_text()
+
+
+def test_a_worker_killed_with_sigkill_leaves_its_job_failed_with_the_signal(engine, mapping_dataset):
+    job = engine.submit(_config(mapping_dataset["train"], max_steps=400))
+    job = _poll_until(engine.runner, job.id, lambda j: j.stage == "training" and j.step >= 1)
+    os.kill(job.worker_pid, signal.SIGKILL)
+    job = engine.runner.wait(job.id)
+    assert job.status == "failed"
+    assert "killed by SIGKILL" in job.error
+    assert "Last log lines" in job.error
+
+
+def test_a_restarted_runner_marks_orphaned_running_jobs_interrupted(engine, mapping_dataset):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = engine.runner.submit(_config(mapping_dataset["train"]))
+    jobs.update(orphan.id, status="running", stage="training", worker_pid=dead.pid)
+    # A live process that is not a worker (pid reuse) does not keep a job alive either.
+    impostor = engine.runner.submit(_config(mapping_dataset["train"]))
+    jobs.update(impostor.id, status="running", stage="training", worker_pid=os.getpid())
+
+    restarted = JobRunner(engine.settings)
+    assert sorted(restarted.recover()) == [orphan.id, impostor.id]
+    for job_id in (orphan.id, impostor.id):
+        job = jobs.get_job(job_id)
+        assert job.status == "interrupted"
+        assert "resume" in job.error
+
+
+def test_jobs_wait_in_a_fifo_queue_and_train_one_at_a_time(engine, mapping_dataset):
+    first = engine.submit(_config(mapping_dataset["train"]))
+    second = engine.submit(_config(mapping_dataset["train"]))
+    engine.runner.poll()
+    assert jobs.get_job(first.id).status == "running"
+    assert jobs.get_job(second.id).status == "queued"
+    assert jobs.get_job(second.id).output_dir != jobs.get_job(first.id).output_dir
+
+    assert engine.cancel(second.id).status == "cancelled"  # a queued job is cancelled at once
+    engine.cancel(first.id, wait=True)
+    assert jobs.get_job(first.id).status == "cancelled"
+    with pytest.raises(JobError, match="only queued or running"):
+        engine.cancel(first.id)
+
+
+def test_submit_rejects_what_cannot_run(engine, mapping_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="strategy: dpo is not available"):
+        engine.submit(_config(mapping_dataset["train"]).model_copy(update={"strategy": "dpo"}))
+    with pytest.raises(ConfigError, match="provider: unsloth is unavailable"):
+        engine.submit(_config(mapping_dataset["train"]).model_copy(update={"provider": "unsloth"}))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "a", "output": "b"}\n{"input": "c", "output"\n')
+    with pytest.raises(DatasetError, match="line 2"):
+        engine.submit(_config(bad))
+    assert Job.select().count() == 0
+    assert MetricPoint.select().count() == 0
