@@ -162,3 +162,18 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
             message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{key}: {message}")
     return f"Invalid {source}:\n  " + "\n  ".join(lines)
+
+
+# Starting points offered by the Finetune tab; each is a set of overrides on the defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick test": {"training": {"max_steps": 30, "learning_rate": 3.0e-3, "batch_size": 8, "save_steps": 10}},
+    "balanced": {"training": {"epochs": 3, "learning_rate": 2.0e-4}},
+    "thorough": {"training": {"epochs": 5, "learning_rate": 1.0e-4}, "lora": {"r": 32, "alpha": 64}},
+}
+
+
+def preset_config(preset: str, **base: Any) -> JobConfig:
+    data: dict[str, Any] = dict(base)
+    for section, values in PRESETS[preset].items():
+        data[section] = {**data.get(section, {}), **values}
+    return JobConfig.parse(data, f"preset {preset}")

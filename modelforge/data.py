@@ -111,7 +111,8 @@ def read_rows(path: str | Path) -> list[Row]:
     """The rows of a local file; DatasetError when it is missing, of an unknown type, empty or malformed."""
     rows, malformed = _read_file(Path(path))
     if malformed:
-        more = f" (and {_count(len(malformed) - 1, 'more malformed ' + malformed[0].unit)})" if len(malformed) > 1 else ""
+        others = len(malformed) - 1
+        more = f" (and {_count(others, 'more malformed ' + malformed[0].unit)})" if others else ""
         raise DatasetError(f"{path}, {malformed[0]}{more}")
     return rows
 
@@ -132,6 +133,20 @@ def read_hub_rows(dataset_id: str, split: str = "train") -> list[Row]:
     if not rows:
         raise DatasetError(f"{dataset_id} (split {split}) is empty: it has no rows")
     return rows
+
+
+def is_hub_id(source: str | Path) -> bool:
+    """Whether `source` names a Hugging Face Hub dataset: no such local path, and shaped like one (see parse_hub_id)."""
+    return parse_hub_id(str(source)) is not None and not Path(source).exists()
+
+
+def parse_hub_id(source: str) -> tuple[str, str] | None:
+    """(dataset id, split) when `source` looks like `name`, `owner/name` or `owner/name:split` (the split defaults to
+    train), or None when it looks like a file name: a path, or a name ending in one of FORMATS."""
+    match = _HUB_ID.fullmatch(source)
+    if match is None or Path(match["id"]).suffix.lower().lstrip(".") in FORMATS:
+        return None
+    return match["id"], match["split"] or "train"
 
 
 def detect_columns(
@@ -194,7 +209,8 @@ def validate(
 
     valid = len(report.records)
     if valid < min_rows:
-        report.errors.append(Issue(None, None, f"only {_count(valid, 'valid row')}; training needs at least {min_rows}"))
+        message = f"only {_count(valid, 'valid row')}; training needs at least {min_rows}"
+        report.errors.append(Issue(None, None, message))
     elif valid < FEW_ROWS:
         report.warnings.append(
             Issue(None, None, f"only {_count(valid, 'row')}; fine-tuning usually needs hundreds of examples")
@@ -217,19 +233,10 @@ def load_records(
 
 
 def _read_source(source: str) -> tuple[list[Row], list[Issue]]:
-    """Rows and malformed lines of a local file, or the rows of a hub dataset when no such file exists."""
-    hub = _hub_id(source)
-    if hub and not Path(source).exists():
-        return read_hub_rows(*hub), []
+    """Rows and malformed lines of a local file, or the rows of a hub dataset."""
+    if is_hub_id(source):
+        return read_hub_rows(*parse_hub_id(source)), []
     return _read_file(Path(source))
-
-
-def _hub_id(source: str) -> tuple[str, str] | None:
-    """(dataset id, split) when `source` looks like `name`, `owner/name` or `owner/name:split`, not a file name."""
-    match = _HUB_ID.fullmatch(source)
-    if match is None or Path(match["id"]).suffix.lower().lstrip(".") in FORMATS:
-        return None
-    return match["id"], match["split"] or "train"
 
 
 def _read_file(path: Path) -> tuple[list[Row], list[Issue]]:

@@ -5,18 +5,22 @@ It stays light to import (no torch, transformers or trl): training happens in wo
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from modelforge import data, jobs
 from modelforge.config import JobConfig
-from modelforge.db import Job, init_database
-from modelforge.errors import ConfigError, DatasetError
+from modelforge.db import DatasetRecord, Job, database, init_database
+from modelforge.errors import ConfigError, DatasetError, JobError
 from modelforge.providers import PROVIDERS
 from modelforge.runner import JobRunner
 from modelforge.settings import Settings
 from modelforge.strategies import STRATEGIES
 from modelforge.training import resolve_dataset_source
+
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
 
 
 @dataclass
@@ -70,9 +74,88 @@ class Engine:
             job = jobs.get_job(job_id)
         return job
 
+    def providers(self) -> list[tuple[str, bool, str]]:
+        """(name, available, reason) for each registered provider."""
+        return [(name, *vars(provider.availability()).values()) for name, provider in PROVIDERS.items()]
+
+    @staticmethod
+    def strategies() -> list[str]:
+        return list(STRATEGIES)
+
+    def dataset_choices(self, task: str) -> list[tuple[str, str]]:
+        """Saved datasets of this task, then the bundled sample for it."""
+        saved = DatasetRecord.select().where(DatasetRecord.task == task).order_by(DatasetRecord.name)
+        choices = [(f"{record.name} ({record.rows} rows)", record.name) for record in saved]
+        sample = SAMPLES_DIR / f"{task}.jsonl"
+        if sample.exists():
+            choices.append((f"sample: {sample.name}", str(sample)))
+        return choices
+
     def list_jobs(self) -> list[Job]:
         return list(Job.select().order_by(Job.id.desc()))
+
+    def delete_job(self, job_id: int) -> None:
+        """Remove a finished job, its metric points and its own output folder; never a running job."""
+        job = jobs.get_job(job_id)
+        if not job.is_finished:
+            raise JobError(f"Job {job.id} is {job.status}; cancel it before deleting it.")
+        folder = Path(job.output_dir).resolve()
+        others = [Path(other.output_dir).resolve() for other in Job.select().where(Job.id != job.id)]
+        shared = any(other == folder or folder in other.parents or other in folder.parents for other in others)
+        with database.atomic():
+            job.delete_instance(recursive=True)
+        if not shared and folder.is_dir() and (folder / jobs.LOG_FILE).exists():
+            shutil.rmtree(folder)
+
+    def log_tail(self, job_id: int, lines: int = 40) -> str:
+        return jobs.log_tail(jobs.get_job(job_id), lines)
 
     @staticmethod
     def job_config(job: Job) -> JobConfig:
         return JobConfig.from_json(job.config)
+
+    # -- views for the UI: plain data, no ORM objects ------------------------------------------------
+    def current_job(self) -> Job | None:
+        """The job a newly opened page should show: the running one, else the next queued, else the latest."""
+        return Job.running().order_by(Job.started_at).first() or Job.queued().first() or Job.select().order_by(
+            Job.id.desc()
+        ).first()
+
+    def job_view(self, job_id: int) -> dict:
+        job = jobs.get_job(job_id)
+        points = jobs.metric_points(job.id)
+        return {
+            "id": job.id,
+            "name": job.name,
+            "status": job.status,
+            "stage": job.stage,
+            "step": job.step,
+            "total_steps": job.total_steps,
+            "epoch": job.epoch,
+            "loss": job.loss,
+            "eval_loss": job.eval_loss,
+            "learning_rate": job.learning_rate,
+            "tokens_per_second": job.tokens_per_second,
+            "eta_seconds": job.eta_seconds,
+            "error": job.error,
+            "output_dir": job.output_dir,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "metrics": job.final_metrics,
+            "config": self.job_config(job),
+            "points": [
+                {"step": p.step, "loss": p.loss, "eval_loss": p.eval_loss, "learning_rate": p.learning_rate}
+                for p in points
+            ],
+        }
+
+    def export_config(self, job_id: int) -> tuple[str, str]:
+        """Write the job's config as YAML for download; return its path and the equivalent CLI command."""
+        job = jobs.get_job(job_id)
+        exports = self.settings.home / "exports"
+        exports.mkdir(parents=True, exist_ok=True)
+        path = exports / f"{job.name}.yaml"
+        config = self.job_config(job).model_copy(update={"output_dir": None})
+        path.write_text(config.to_yaml(), encoding="utf-8")
+        return str(path), f"python -m modelforge train {path.name}"

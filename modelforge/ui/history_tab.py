@@ -1,21 +1,95 @@
-"""History tab: every job in the database."""
+"""History tab: every job in the database; inspect one, compare several, delete finished ones."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-COLUMNS = ["id", "name", "status", "stage", "step", "loss", "created"]
+from modelforge.errors import ModelForgeError
+
+COLUMNS = ["id", "name", "status", "task", "strategy", "model", "dataset", "started", "duration", "final loss", "eval loss"]
 
 
-def job_rows(engine) -> list[list]:
+def _duration(view: dict) -> str:
+    if not view["started_at"]:
+        return ""
+    end = view["finished_at"]
+    if end is None:
+        return "running"
+    seconds = int((end - view["started_at"]).total_seconds())
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _row(view: dict) -> list:
+    config = view["config"]
+    metrics = view["metrics"]
     return [
-        [job.id, job.name, job.status, job.stage, f"{job.step}/{job.total_steps or '?'}",
-         round(job.loss, 4) if job.loss is not None else None, str(job.created_at)[:19]]
-        for job in engine.list_jobs()
+        view["id"], view["name"], view["status"], config.task, config.strategy, config.model or "demo",
+        config.dataset.rsplit("/", 1)[-1], str(view["started_at"] or "")[:19], _duration(view),
+        round(metrics["train_loss"], 4) if "train_loss" in metrics else None,
+        round(metrics["eval_loss"], 4) if "eval_loss" in metrics else None,
     ]
 
 
-def build(engine) -> None:
-    table = gr.Dataframe(headers=COLUMNS, value=lambda: job_rows(engine), interactive=False, label="Jobs")
-    refresh = gr.Button("Refresh")
-    refresh.click(lambda: job_rows(engine), outputs=table, api_name="list_jobs")
+def _label(view: dict) -> str:
+    return f"#{view['id']} {view['name']}"
+
+
+def _ids(labels: list[str] | None) -> list[int]:
+    return [int(label.split()[0].lstrip("#")) for label in labels or []]
+
+
+def build(engine) -> list:
+    """Returns (function, outputs) pairs the app runs when a page loads."""
+    import pandas as pd
+
+    def refresh():
+        views = [engine.job_view(job.id) for job in engine.list_jobs()]
+        return (
+            pd.DataFrame([_row(view) for view in views], columns=COLUMNS),
+            gr.update(choices=[_label(view) for view in views]),
+        )
+
+    def inspect(labels):
+        ids = _ids(labels)
+        if not ids:
+            return "Select a job to see its config, log and curves.", "", "", pd.DataFrame(columns=["step", "loss", "job"])
+        curves = []
+        for view in (engine.job_view(job_id) for job_id in ids):
+            curves += [{"step": p["step"], "loss": p["loss"], "job": _label(view)} for p in view["points"] if p["loss"] is not None]
+        first = engine.job_view(ids[0])
+        summary = f"**{_label(first)}** · {first['status']}" + (f"\n\n> {first['error']}" if first["error"] else "")
+        if first["metrics"]:
+            summary += "\n\n" + " · ".join(f"{key}: {value:.4g}" for key, value in first["metrics"].items())
+        return summary, first["config"].to_yaml(), engine.log_tail(ids[0], 40), pd.DataFrame(curves, columns=["step", "loss", "job"])
+
+    def delete(labels):
+        messages = []
+        for job_id in _ids(labels):
+            try:
+                engine.delete_job(job_id)
+                messages.append(f"Deleted job #{job_id}.")
+            except ModelForgeError as exc:
+                messages.append(str(exc))
+        return "\n\n".join(messages) or "Select the jobs to delete.", gr.update(visible=False)
+
+    table = gr.Dataframe(headers=COLUMNS, interactive=False, label="Jobs", elem_id="history-table")
+    with gr.Row():
+        refresh_button = gr.Button("Refresh")
+        selected = gr.Dropdown([], multiselect=True, label="Jobs to inspect or compare", scale=3)
+    summary = gr.Markdown()
+    compare = gr.LinePlot(x="step", y="loss", color="job", title="Training loss", height=280)
+    with gr.Row():
+        config_view = gr.Code(label="config", language="yaml", interactive=False)
+        log_view = gr.Textbox(label="log (last lines)", lines=14, max_lines=14, interactive=False)
+    with gr.Row():
+        delete_button = gr.Button("Delete selected…", variant="stop")
+        confirm_button = gr.Button("Yes, delete them and their files", variant="stop", visible=False)
+    result = gr.Markdown()
+
+    refresh_button.click(refresh, outputs=[table, selected], api_name="history")
+    selected.change(inspect, selected, [summary, config_view, log_view, compare], api_name="history_inspect")
+    delete_button.click(lambda: gr.update(visible=True), outputs=confirm_button)
+    confirm_button.click(delete, selected, [result, confirm_button], api_name="history_delete").then(
+        refresh, outputs=[table, selected]
+    )
+    return [(refresh, [table, selected])]

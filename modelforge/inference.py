@@ -1,0 +1,294 @@
+"""The playground's model host: one chat model per server, loaded in the background, kept between messages.
+
+The web process imports this module at start-up, so torch, transformers and peft are imported only inside the
+functions that load or run a model.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelforge.config import JobConfig
+from modelforge.errors import JobError, ModelForgeError, ModelLoadError
+from modelforge.providers.huggingface import describe_load_failure, hub_token
+from modelforge.settings import Settings
+from modelforge.training import resolve_model_path
+
+log = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What to load: a model folder or hub id, optionally with a LoRA adapter on top."""
+
+    name: str  # shown in the status line
+    model: str  # folder or hub id of the (base) model
+    adapter: str | None = None  # folder of a peft adapter to apply on `model`
+    tokenizer: str | None = None  # where the tokenizer lies when not beside `model`
+    quantization: str | None = None  # 4bit | 8bit, applied on a GPU only
+
+
+def job_source(job, settings: Settings) -> ModelSource:
+    """The model a completed job produced: its adapter on the job's base model, or its full model."""
+    if job.status != "completed":
+        raise JobError(f"Job #{job.id} is {job.status}; only a completed job has a model to chat with.")
+    output_dir = Path(job.output_dir)
+    if not output_dir.is_dir():
+        raise ModelLoadError(f"Job #{job.id}'s output folder {output_dir} is missing: it was moved or deleted.")
+    name = f"#{job.id} {job.name}"
+    if not (output_dir / ADAPTER_CONFIG).is_file():
+        return ModelSource(name=name, model=str(output_dir))
+    config = JobConfig.from_json(job.config)
+    return ModelSource(
+        name=name,
+        model=resolve_model_path(config, settings),
+        adapter=str(output_dir),
+        tokenizer=str(output_dir),
+        quantization=config.quantization,
+    )
+
+
+def path_source(text: str) -> ModelSource:
+    """A model typed by the user: a local folder (a full model or an adapter) or a hub id."""
+    model = text.strip()
+    folder = Path(model).expanduser()
+    adapter_config = folder / ADAPTER_CONFIG
+    if not adapter_config.is_file():
+        return ModelSource(name=model, model=model)
+    base = json.loads(adapter_config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    has_tokenizer = (folder / "tokenizer_config.json").is_file()
+    return ModelSource(name=model, model=base, adapter=str(folder), tokenizer=str(folder) if has_tokenizer else None)
+
+
+def chat_messages(history: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Gradio chat history (content as a string or a list of parts) as plain role/content messages."""
+    messages = []
+    for message in history:
+        content = message["content"]
+        if isinstance(content, str):
+            text = content
+        else:  # Gradio 6: [{'type': 'text', 'text': ...}, {'type': 'file', ...}]; only text reaches the model
+            parts = content if isinstance(content, list) else [content]
+            text = "".join(part["text"] for part in parts if isinstance(part, dict) and part.get("type") == "text")
+        messages.append({"role": message["role"], "content": text})
+    return messages
+
+
+@dataclass
+class _Loaded:
+    source: ModelSource
+    model: Any
+    tokenizer: Any
+
+
+class ModelHost:
+    """Holds at most one chat model for the whole server; every method is safe to call from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._loaded: _Loaded | None = None
+        self._loading: ModelSource | None = None
+        self._error: str | None = None
+        self._ticket = 0  # bumped by every load and unload, so that a superseded load is discarded
+
+    # -- state ---------------------------------------------------------------------------------------
+    @property
+    def loading(self) -> bool:
+        with self._lock:
+            return self._loading is not None
+
+    @property
+    def loaded_name(self) -> str | None:
+        with self._lock:
+            return self._loaded.source.name if self._loaded else None
+
+    def status(self) -> str:
+        with self._lock:
+            return self._status()
+
+    def _status(self) -> str:
+        if self._loading is not None:
+            return f"loading {self._loading.name}…"
+        if self._loaded is not None:
+            return f"ready: {self._loaded.source.name}"
+        if self._error is not None:
+            return f"error: {self._error}"
+        return "no model loaded"
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the current load ends (or `timeout` seconds pass) and return the status."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._loading is None, timeout)
+            return self._status()
+
+    # -- loading -------------------------------------------------------------------------------------
+    def load(self, source: ModelSource) -> str:
+        """Unload the current model and load `source` in a background thread; returns the status at once."""
+        with self._changed:
+            self._ticket += 1
+            ticket = self._ticket
+            self._release()
+            self._loading, self._error = source, None
+            self._changed.notify_all()
+        threading.Thread(target=self._load, args=(source, ticket), name="modelforge-load", daemon=True).start()
+        return self.status()
+
+    def unload(self) -> str:
+        """Drop the model (and any load in progress) and free its memory."""
+        with self._changed:
+            self._ticket += 1
+            self._loading, self._error = None, None
+            self._release()
+            self._changed.notify_all()
+            return self._status()
+
+    def _load(self, source: ModelSource, ticket: int) -> None:
+        loaded, error = None, None
+        try:
+            loaded = _Loaded(source, *load_chat_model(source))
+        except ModelForgeError as exc:
+            error = str(exc)
+        except Exception as exc:  # the thread's top: whatever went wrong becomes the status the user sees
+            log.exception("loading %s failed", source.name)
+            error = f"Could not load {source.name}: {type(exc).__name__}: {exc}"
+        with self._changed:
+            if ticket != self._ticket:  # unloaded or replaced while loading
+                log.info("discarding %s: superseded while it loaded", source.name)
+                return
+            self._loaded, self._loading, self._error = loaded, None, error
+            self._changed.notify_all()
+        if loaded:
+            log.info("loaded %s", source.name)
+
+    def _release(self) -> None:
+        """Drop the reference to the loaded model and free its memory (called with the lock held)."""
+        if self._loaded is None:
+            return
+        log.info("unloading %s", self._loaded.source.name)
+        self._loaded = None
+        gc.collect()
+        import torch  # already imported: a model was loaded
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- generation ----------------------------------------------------------------------------------
+    def stream(
+        self, history: list[dict[str, Any]], max_new_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.95
+    ) -> Iterator[str]:
+        """Yield the reply to the conversation `history` as it grows (the whole text so far each time).
+
+        temperature 0 decodes greedily (deterministic); otherwise tokens are sampled with temperature and top_p.
+        """
+        with self._lock:
+            loaded = self._loaded
+            if loaded is None:
+                raise ModelLoadError(f"No model is ready ({self._status()}): load a job's model or a model id first.")
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        model, tokenizer = loaded.model, loaded.tokenizer
+        inputs = encode_prompt(tokenizer, chat_messages(history)).to(model.device)
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = threading.Event()  # set when the caller stops listening, so the generation ends early
+
+        class StopWhenAsked(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs) -> bool:
+                return stop.is_set()
+
+        sampling = (
+            dict(do_sample=True, temperature=float(temperature), top_p=float(top_p))
+            if temperature > 0
+            else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        )
+        failures: list[BaseException] = []
+
+        def generate() -> None:
+            try:
+                model.generate(
+                    **inputs,
+                    **sampling,
+                    max_new_tokens=int(max_new_tokens),
+                    pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([StopWhenAsked()]),
+                )
+            except Exception as exc:  # reported to the caller below, after the streamer is ended
+                failures.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=generate, name="modelforge-generate", daemon=True)
+        thread.start()
+        text = ""
+        try:
+            for piece in streamer:
+                text += piece
+                yield text
+        finally:
+            stop.set()
+            thread.join()
+        if failures:
+            raise ModelForgeError(f"Generation with {loaded.source.name} failed: {failures[0]}") from failures[0]
+
+
+def encode_prompt(tokenizer, messages: list[dict[str, str]]):
+    """Token ids of the conversation, ending where the assistant's answer starts."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    # A base model without a chat template continues the last message as plain text.
+    return tokenizer(messages[-1]["content"] if messages else "", return_tensors="pt")
+
+
+def load_chat_model(source: ModelSource):
+    """Load (model, tokenizer) for `source` on the GPU when there is one, else on the CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from modelforge.providers.huggingface import quantization_config
+    from modelforge.runtime import Runtime
+
+    if torch.cuda.is_available():
+        runtime = Runtime("cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp16", gradient_checkpointing=False)
+    else:
+        runtime = Runtime("cpu", "fp32", gradient_checkpointing=False)
+    token = hub_token()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.tokenizer or source.model, token=token)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.model,
+            token=token,
+            dtype=runtime.torch_dtype,
+            quantization_config=quantization_config(source.quantization, runtime) if runtime.device == "cuda" else None,
+            device_map={"": 0} if runtime.device == "cuda" else "cpu",
+        )
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise ModelLoadError(
+                f"{source.name} is not a text-generation model: the playground chats with causal language models."
+            ) from exc
+        raise ModelLoadError(describe_load_failure(source.model, exc)) from exc
+    except OSError as exc:
+        raise ModelLoadError(describe_load_failure(source.model, exc)) from exc
+    if source.adapter:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, source.adapter)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"The adapter in {source.adapter} could not be applied to {source.model}: {exc}") from exc
+    model.eval()
+    return model, tokenizer
+
+
+def model_host(engine) -> ModelHost:
+    """The server's one ModelHost, kept on the engine it serves."""
+    return engine.__dict__.setdefault("model_host", ModelHost())

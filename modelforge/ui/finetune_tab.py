@@ -1,0 +1,214 @@
+"""Finetune tab: describe a job, queue it, and watch it live (state comes from the database, not the page)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from modelforge.config import PRESETS, JobConfig, LoraConfig, TrainingConfig
+from modelforge.errors import ModelForgeError
+from modelforge.tasks import TASKS
+
+DEMO_MODEL = "built-in demo model"
+NO_JOB = "No job yet: choose a dataset and press **Start training**."
+
+# Advanced fields: (config key, component factory). Their order is the order of the handler's inputs.
+_TRAINING_DEFAULTS = TrainingConfig()
+_LORA_DEFAULTS = LoraConfig()
+
+
+def _advanced_fields() -> list[tuple[str, gr.components.Component]]:
+    t, lo = _TRAINING_DEFAULTS, _LORA_DEFAULTS
+    return [
+        ("training.epochs", gr.Number(t.epochs, label="epochs", minimum=0.01)),
+        ("training.max_steps", gr.Number(t.max_steps, label="max steps (-1: use epochs)", precision=0)),
+        ("training.batch_size", gr.Number(t.batch_size, label="batch size", precision=0, minimum=1)),
+        ("training.gradient_accumulation", gr.Number(t.gradient_accumulation, label="gradient accumulation", precision=0)),
+        ("training.learning_rate", gr.Number(t.learning_rate, label="learning rate")),
+        ("training.scheduler", gr.Dropdown(list(TrainingConfig.model_fields["scheduler"].annotation.__args__), value=t.scheduler, label="scheduler")),
+        ("training.warmup_ratio", gr.Number(t.warmup_ratio, label="warm-up ratio")),
+        ("training.max_length", gr.Number(t.max_length, label="max length (tokens)", precision=0)),
+        ("training.eval_split", gr.Number(t.eval_split, label="eval split")),
+        ("training.seed", gr.Number(t.seed, label="seed", precision=0)),
+        ("training.precision", gr.Dropdown(["auto", "fp32", "fp16", "bf16"], value=t.precision, label="precision")),
+        ("training.gradient_checkpointing", gr.Dropdown(["auto", True, False], value=t.gradient_checkpointing, label="gradient checkpointing")),
+        ("training.packing", gr.Checkbox(t.packing, label="packing")),
+        ("training.save_steps", gr.Number(t.save_steps, label="checkpoint every N steps", precision=0)),
+        ("training.logging_steps", gr.Number(t.logging_steps, label="log every N steps", precision=0)),
+        ("use_lora", gr.Checkbox(True, label="LoRA (off: full fine-tuning)")),
+        ("lora.r", gr.Number(lo.r, label="LoRA rank", precision=0)),
+        ("lora.alpha", gr.Number(lo.alpha, label="LoRA alpha", precision=0)),
+        ("lora.dropout", gr.Number(lo.dropout, label="LoRA dropout")),
+        ("lora.target_modules", gr.Textbox(lo.target_modules, label="LoRA target modules (all-linear or comma-separated)")),
+        ("quantization", gr.Dropdown(["none", "4bit", "8bit"], value="none", label="load the model in")),
+        ("name", gr.Textbox("", label="run name (empty: generated)")),
+        ("output_dir", gr.Textbox("", label="output folder (empty: under the data folder)")),
+    ]
+
+
+def config_from_form(dataset, task, model, provider, strategy, keys: list[str], values: list) -> JobConfig:
+    data: dict = {"dataset": dataset, "task": task, "provider": provider, "strategy": strategy, "training": {}, "lora": {}}
+    if model and model != DEMO_MODEL:
+        data["model"] = model.strip()
+    form = dict(zip(keys, values))
+    for key, value in form.items():
+        if key == "use_lora" or value in (None, ""):
+            continue
+        if key == "quantization":
+            data["quantization"] = None if value == "none" else value
+        elif key == "lora.target_modules" and value.strip() != "all-linear":
+            data["lora"]["target_modules"] = [part.strip() for part in value.split(",") if part.strip()]
+        elif "." in key:
+            section, field = key.split(".")
+            data[section][field] = value
+        else:
+            data[key] = value.strip() if isinstance(value, str) else value
+    if not form.get("use_lora", True):
+        data["lora"] = None
+    return JobConfig.parse(data, "form")
+
+
+def _preset_values(preset: str, keys: list[str]) -> list:
+    overrides = PRESETS[preset]
+    defaults = {"training": _TRAINING_DEFAULTS.model_dump(), "lora": _LORA_DEFAULTS.model_dump()}
+    updates = []
+    for key in keys:
+        section, _, field = key.partition(".")
+        if field and section in overrides and field in overrides[section]:
+            updates.append(overrides[section][field])
+        elif field and section in defaults:
+            updates.append(defaults[section][field])
+        else:
+            updates.append(gr.skip())
+    return updates
+
+
+def _format_eta(seconds) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _status_markdown(view: dict) -> str:
+    total = view["total_steps"] or 0
+    fraction = view["step"] / total if total else 0.0
+    lines = [
+        f"### Job #{view['id']} · {view['name']}",
+        f"**{view['status']}** · stage: **{view['stage']}** · step {view['step']}/{total or '?'}"
+        f" · ETA {_format_eta(view['eta_seconds']) if view['status'] == 'running' else '–'}"
+        f" · {view['tokens_per_second'] or 0:.0f} tokens/s",
+        f"<progress value='{fraction:.4f}' max='1' style='width:100%'></progress>",
+    ]
+    if view["loss"] is not None:
+        lines.append(f"loss {view['loss']:.4f}" + (f" · eval loss {view['eval_loss']:.4f}" if view["eval_loss"] is not None else ""))
+    if view["error"]:
+        lines.append(f"> {view['error'].splitlines()[0]}")
+    if view["status"] == "completed":
+        lines.append(f"Saved to `{view['output_dir']}`")
+    return "\n\n".join(lines)
+
+
+def _curves(view: dict) -> tuple[list[dict], list[dict]]:
+    losses, rates = [], []
+    for point in view["points"]:
+        if point["loss"] is not None:
+            losses.append({"step": point["step"], "value": point["loss"], "series": "loss"})
+        if point["eval_loss"] is not None:
+            losses.append({"step": point["step"], "value": point["eval_loss"], "series": "eval loss"})
+        if point["learning_rate"] is not None:
+            rates.append({"step": point["step"], "learning rate": point["learning_rate"]})
+    return losses, rates
+
+
+def build(engine) -> None:
+    import pandas as pd
+
+    job_id = gr.State(None)  # the job this page watches
+    with gr.Row():
+        with gr.Column(scale=2):
+            with gr.Row():
+                task = gr.Dropdown(list(TASKS), value="text-generation", label="Task")
+                dataset = gr.Dropdown(
+                    choices=engine.dataset_choices("text-generation"), allow_custom_value=True,
+                    label="Dataset", info="a saved dataset, a bundled sample, a file path or a Hub dataset id",
+                )
+            with gr.Row():
+                model = gr.Dropdown([DEMO_MODEL], value=DEMO_MODEL, allow_custom_value=True, label="Model",
+                                    info="the built-in demo model, or any Hub id or local folder")
+                provider = gr.Radio(
+                    [(f"{name}" + ("" if ok else " (unavailable)"), name) for name, ok, _ in engine.providers()],
+                    value="huggingface", label="Provider",
+                )
+                strategy = gr.Dropdown(engine.strategies(), value="sft", label="Strategy")
+            provider_notes = gr.Markdown(
+                "\n".join(f"- **{name}**: {'available' if ok else reason}" for name, ok, reason in engine.providers())
+            )
+            preset = gr.Radio(list(PRESETS), value="balanced", label="Preset")
+            with gr.Accordion("Advanced", open=False):
+                fields = _advanced_fields()
+            keys = [key for key, _ in fields]
+            components = [component for _, component in fields]
+            with gr.Row():
+                start = gr.Button("Start training", variant="primary")
+                cancel = gr.Button("Cancel", variant="stop")
+                resume = gr.Button("Resume")
+            message = gr.Markdown()
+        with gr.Column(scale=3):
+            status = gr.Markdown(NO_JOB, elem_id="job-status")
+            loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=260, elem_id="loss-chart")
+            lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=200)
+            with gr.Row():
+                export = gr.Button("Export config")
+                config_file = gr.File(label="config YAML", interactive=False)
+            cli = gr.Code(label="equivalent command", language="shell", interactive=False)
+    timer = gr.Timer(1.0)
+
+    def show(current_id):
+        if current_id is None:
+            job = engine.current_job()
+            current_id = job.id if job else None
+        if current_id is None:
+            return None, NO_JOB, pd.DataFrame(columns=["step", "value", "series"]), pd.DataFrame(columns=["step", "learning rate"])
+        view = engine.job_view(current_id)
+        losses, rates = _curves(view)
+        return (
+            current_id,
+            _status_markdown(view),
+            pd.DataFrame(losses, columns=["step", "value", "series"]),
+            pd.DataFrame(rates, columns=["step", "learning rate"]),
+        )
+
+    watch_outputs = [job_id, status, loss_plot, lr_plot]
+
+    def start_job(dataset_value, task_value, model_value, provider_value, strategy_value, *values):
+        try:
+            config = config_from_form(dataset_value, task_value, model_value, provider_value, strategy_value, keys, list(values))
+            job = engine.submit(config)
+        except ModelForgeError as exc:
+            return gr.skip(), f"**Could not start:** {exc}"
+        return job.id, f"Queued job #{job.id} ({job.name})."
+
+    def act(action, current_id):
+        if current_id is None:
+            return "No job selected."
+        try:
+            job = action(current_id)
+        except ModelForgeError as exc:
+            return f"**{exc}**"
+        return f"Job #{job.id} is {job.status}" + (" (stopping at the next step)" if job.cancel_requested_at else "") + "."
+
+    def export_config(current_id):
+        if current_id is None:
+            return None, ""
+        path, command = engine.export_config(current_id)
+        return path, command
+
+    task.change(lambda t: gr.update(choices=engine.dataset_choices(t)), task, dataset)
+    preset.change(lambda p: _preset_values(p, keys), preset, components)
+    start.click(start_job, [dataset, task, model, provider, strategy, *components], [job_id, message], api_name="start_training").then(
+        show, job_id, watch_outputs
+    )
+    cancel.click(lambda j: act(engine.runner.cancel, j), job_id, message, api_name="cancel_job")
+    resume.click(lambda j: act(engine.runner.resume, j), job_id, message, api_name="resume_job")
+    export.click(export_config, job_id, [config_file, cli], api_name="export_config")
+    timer.tick(show, job_id, watch_outputs, show_progress="hidden", api_name="job_status")
