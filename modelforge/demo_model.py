@@ -70,6 +70,8 @@ _VOCAB_SIZE = 512
 _PRETRAIN_STEPS = 600
 _PRETRAIN_BATCH = 32
 _PRETRAIN_LR = 3e-3
+_EMBED_STD = 0.1
+_BETA2 = 0.999
 
 
 def ensure_demo_model(models_dir: Path) -> Path:
@@ -118,7 +120,7 @@ def _build(folder: Path) -> None:
     )
     model = LlamaForCausalLM(config)
     with torch.no_grad():
-        model.get_input_embeddings().weight.normal_(0.0, 0.1)
+        model.get_input_embeddings().weight.normal_(0.0, _EMBED_STD)
     _pretrain(model, tokenizer, rng)
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -189,7 +191,7 @@ def _pretrain(model, tokenizer, rng: random.Random) -> None:
     import torch
 
     special = {role: tokenizer.convert_tokens_to_ids(token) for role, token in SPECIAL_TOKENS.items()}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=_PRETRAIN_LR, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=_PRETRAIN_LR, weight_decay=0.0, betas=(0.9, _BETA2))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=_PRETRAIN_LR, total_steps=_PRETRAIN_STEPS, pct_start=0.05, anneal_strategy="cos"
     )

@@ -64,7 +64,9 @@ def path_source(text: str) -> ModelSource:
     adapter_config = folder / ADAPTER_CONFIG
     if not adapter_config.is_file():
         return ModelSource(name=model, model=model)
-    base = json.loads(adapter_config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    base = json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"{folder} holds an adapter whose {ADAPTER_CONFIG} names no base_model_name_or_path.")
     has_tokenizer = (folder / "tokenizer_config.json").is_file()
     return ModelSource(name=model, model=base, adapter=str(folder), tokenizer=str(folder) if has_tokenizer else None)
 
@@ -218,7 +220,7 @@ class ModelHost:
                     **inputs,
                     **sampling,
                     max_new_tokens=int(max_new_tokens),
-                    pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id,
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([StopWhenAsked()]),
                 )
@@ -231,8 +233,9 @@ class ModelHost:
         text = ""
         try:
             for piece in streamer:
-                text += piece
-                yield text
+                if piece:
+                    text += piece
+                    yield text
         finally:
             stop.set()
             thread.join()
@@ -243,7 +246,9 @@ class ModelHost:
 def encode_prompt(tokenizer, messages: list[dict[str, str]]):
     """Token ids of the conversation, ending where the assistant's answer starts."""
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        return tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
     # A base model without a chat template continues the last message as plain text.
     return tokenizer(messages[-1]["content"] if messages else "", return_tensors="pt")
 
@@ -284,7 +289,9 @@ def load_chat_model(source: ModelSource):
         try:
             model = PeftModel.from_pretrained(model, source.adapter)
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"The adapter in {source.adapter} could not be applied to {source.model}: {exc}") from exc
+            raise ModelLoadError(
+                f"The adapter in {source.adapter} could not be applied to {source.model}: {exc}"
+            ) from exc
     model.eval()
     return model, tokenizer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from modelforge.ui import finetune_tab, history_tab
+from modelforge.ui import dataset_tab, finetune_tab, hardware_tab, history_tab, hub_tab, playground_tab
 
 TITLE = "ModelForge"
 
@@ -14,10 +14,18 @@ def build_app(engine) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nFine-tune a language model: dataset → hardware check → training → playground → Hub.")
         with gr.Tabs():
+            with gr.Tab("Dataset", id="dataset"):
+                on_load += dataset_tab.build(engine)
+            with gr.Tab("Hardware", id="hardware"):
+                hardware_tab.build(engine)
             with gr.Tab("Finetune", id="finetune"):
                 finetune_tab.build(engine)
             with gr.Tab("History", id="history"):
                 on_load += history_tab.build(engine)
+            with gr.Tab("Playground", id="playground"):
+                on_load += playground_tab.build(engine)
+            with gr.Tab("Hub", id="hub"):
+                on_load += hub_tab.build(engine)
         for function, outputs in on_load:
             app.load(function, outputs=outputs)
     return app

@@ -1,0 +1,385 @@
+"""Saved datasets: uploads copied into the data folder, their records in the database, and what the model will see.
+
+The web process imports this module, so it stays light: no torch or transformers. The preview reads a model's
+`tokenizer.json` with the `tokenizers` library and renders its chat template with jinja2, the way transformers does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from peewee import IntegrityError
+
+from modelforge import data
+from modelforge.config import TrainingConfig
+from modelforge.db import DatasetRecord, database
+from modelforge.errors import ConfigError, DatasetError, ModelLoadError
+from modelforge.settings import Settings
+
+MAX_UPLOAD_ENV = "MODELFORGE_MAX_UPLOAD_MB"
+DEFAULT_MAX_UPLOAD_MB = 200
+DEFAULT_MAX_LENGTH: int = TrainingConfig.model_fields["max_length"].default
+NAME_RULE = "letters, digits, '.', '_' and '-' (at most 100 characters)"
+DEMO_MODEL = "built-in demo model"
+
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_HUB_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+_FORMAT_LIST = ", ".join(f".{name}" for name in data.FORMATS)
+
+
+# -- uploads -----------------------------------------------------------------------------------------------------
+
+
+def max_upload_mb() -> float:
+    """The upload size limit in megabytes: MODELFORGE_MAX_UPLOAD_MB, default 200."""
+    value = os.environ.get(MAX_UPLOAD_ENV, str(DEFAULT_MAX_UPLOAD_MB))
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{MAX_UPLOAD_ENV} must be a number of megabytes, got {value!r}") from None
+
+
+def safe_file_name(original_name: str) -> str:
+    """`original_name` without folders or odd characters, its extension kept (lower case); unsupported types refused."""
+    name = original_name.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, extension = name.rpartition(".")
+    extension = extension.lower()
+    if not dot or extension not in data.FORMATS:
+        raise DatasetError(f"{name or original_name!r}: unsupported file type; upload one of {_FORMAT_LIST}")
+    stem = _UNSAFE.sub("_", stem).strip("_-")[:80] or "dataset"
+    return f"{stem}.{extension}"
+
+
+def check_upload(uploaded_path: str | Path, original_name: str) -> str:
+    """The safe file name of an upload, or DatasetError when its type is unsupported or it is over the size limit."""
+    name = safe_file_name(original_name)
+    path = Path(uploaded_path)
+    if not path.is_file():
+        raise DatasetError(f"{original_name}: the uploaded file is gone; upload it again")
+    size, limit = path.stat().st_size, max_upload_mb()
+    if size > limit * 2**20:
+        shown = f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} KB"
+        raise DatasetError(
+            f"{original_name} is {shown}, over the upload limit of {limit:g} MB; "
+            f"use a smaller file, or raise the limit with {MAX_UPLOAD_ENV}"
+        )
+    return name
+
+
+def store_upload(settings: Settings, uploaded_path: str | Path, original_name: str) -> Path:
+    """Copy an upload into `settings.datasets_dir` under a sanitised name no other file has; return the new path."""
+    name = check_upload(uploaded_path, original_name)
+    folder = settings.datasets_dir.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, extension = name.rsplit(".", 1)
+    for number in range(1, 10_000):
+        target = folder / (name if number == 1 else f"{stem}-{number}.{extension}")
+        try:
+            with open(uploaded_path, "rb") as source, open(target, "xb") as copy:  # "x": never overwrite
+                shutil.copyfileobj(source, copy)
+        except FileExistsError:
+            continue
+        except OSError:
+            target.unlink(missing_ok=True)
+            raise
+        return target
+    raise DatasetError(f"{folder} already holds too many files named {stem}-N.{extension}; rename the upload")
+
+
+# -- saved datasets ----------------------------------------------------------------------------------------------
+
+
+def check_name(name: str) -> str:
+    """The name without surrounding spaces; DatasetError when it breaks the rules or is taken."""
+    name = (name or "").strip()
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise DatasetError(f"dataset name {name!r} is not allowed; use {NAME_RULE}")
+    if DatasetRecord.get_or_none(DatasetRecord.name == name) is not None:
+        raise DatasetError(f"a dataset named {name!r} already exists; choose another name or delete that one first")
+    return name
+
+
+def save_dataset(
+    settings: Settings,
+    name: str,
+    source: str | Path,
+    task: str,
+    columns: dict[str, str] | None = None,
+    fields: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """Validate `source` (a local file or Hub id) for the task, then record it under `name`; return the record.
+
+    Refused with DatasetError when the name is invalid or taken, or when validation finds errors. A local file is
+    recorded where it lies: pass an upload through `store_upload` first so that it lives under the data folder.
+    """
+    name = check_name(name)
+    report = data.validate(source, task, columns or None, fields)
+    if not report.ok:
+        raise DatasetError(f"not saved: the dataset has errors.\n{report.summary()}")
+    path = source if data.is_hub_id(source) else Path(source).resolve()
+    try:
+        with database.atomic():
+            record = DatasetRecord.create(
+                name=name, task=task, path=str(path), columns=json.dumps(report.columns), rows=len(report.records)
+            )
+    except IntegrityError:  # saved by someone else between check_name and now
+        raise DatasetError(f"a dataset named {name!r} already exists; choose another name") from None
+    return _view(record)
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    """Every saved dataset, newest first, as plain dicts."""
+    query = DatasetRecord.select().order_by(DatasetRecord.created_at.desc(), DatasetRecord.id.desc())
+    return [_view(record) for record in query]
+
+
+def delete_dataset(settings: Settings, name: str) -> None:
+    """Forget a saved dataset; remove its file only when it lies under the data folder and no other record uses it."""
+    record = DatasetRecord.get_or_none(DatasetRecord.name == name)
+    if record is None:
+        raise DatasetError(f"no saved dataset is named {name!r}")
+    shared = DatasetRecord.select().where(DatasetRecord.path == record.path, DatasetRecord.id != record.id).exists()
+    with database.atomic():
+        record.delete_instance()
+    path = Path(record.path).resolve()
+    if not shared and path.is_file() and path.is_relative_to(settings.datasets_dir.resolve()):
+        path.unlink()
+
+
+def _view(record: DatasetRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "task": record.task,
+        "path": record.path,
+        "columns": json.loads(record.columns),
+        "rows": record.rows,
+        "created_at": record.created_at,
+    }
+
+
+# -- what the model sees -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LightTokenizer:
+    """A model's tokenizer and chat template, read without transformers."""
+
+    folder: Path
+    backend: Any  # tokenizers.Tokenizer
+    chat_template: str | None
+    special_tokens: dict[str, str]  # bos_token, eos_token, ...: the names chat templates use
+
+    def render(self, record: dict[str, Any], task: str) -> str:
+        """A canonical record as the text the model trains on."""
+        if task == "extractive-qa":
+            answer = record["answer"]
+            return (
+                f"context: {record['context']}\nquestion: {record['question']}\n"
+                f"answer: {answer['text']} (characters {answer['start']}-{answer['start'] + len(answer['text'])})"
+            )
+        messages = record["messages"] if task == "chat" else [
+            {"role": "user", "content": record["input"]},
+            {"role": "assistant", "content": record["output"]},
+        ]
+        if self.chat_template is None:  # as the SFT strategy does without a template: prompt, newline, answer
+            if task == "chat":
+                return "\n".join(f"{turn['role']}: {turn['content']}" for turn in messages)
+            return f"{record['input']}\n{record['output']}"
+        import jinja2
+
+        try:
+            return _compile(self.chat_template).render(
+                messages=messages, add_generation_prompt=False, **self.special_tokens
+            )
+        except jinja2.TemplateError as exc:
+            raise ModelLoadError(f"the chat template of {self.folder} failed on this row: {exc}") from None
+
+
+def resolve_model_folder(settings: Settings, model: str | Path | None = None) -> tuple[Path, str]:
+    """(folder holding tokenizer.json, note for the user): the demo model when `model` is empty, a local folder,
+    or a Hub model's cached or downloaded tokenizer files; the demo model, with a note saying so, when a Hub model
+    cannot be had."""
+    model = str(model or "").strip()
+    if not model or model == DEMO_MODEL:
+        return _demo_folder(settings), ""
+    if Path(model).expanduser().exists():
+        folder = Path(model).expanduser()
+        if not (folder / "tokenizer.json").is_file():
+            raise ModelLoadError(f"{folder} has no tokenizer.json; give a model folder saved with a fast tokenizer")
+        return folder, ""
+    if not _HUB_MODEL.fullmatch(model):
+        raise ModelLoadError(f"{model}: no such folder, and not a Hugging Face Hub model id (owner/name)")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        folder = Path(hf_hub_download(model, "tokenizer.json")).parent
+        hf_hub_download(model, "tokenizer_config.json")
+    except Exception as exc:  # offline, unknown, gated or without a fast tokenizer: hub errors have many types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        note = (
+            f"The tokenizer of {model} is not available offline or from the Hub ({reason}); "
+            "the preview and token counts use the demo model's tokenizer instead."
+        )
+        return _demo_folder(settings), note
+    try:
+        hf_hub_download(model, "chat_template.jinja")
+    except Exception:  # most models keep their template in tokenizer_config.json
+        pass
+    return folder, ""
+
+
+def load_tokenizer(model_folder: str | Path) -> LightTokenizer:
+    """The tokenizer.json and chat template of a model folder (chat_template.jinja or tokenizer_config.json)."""
+    folder = Path(model_folder).resolve()
+    try:
+        changed = max(path.stat().st_mtime_ns for path in folder.iterdir() if path.suffix in (".json", ".jinja"))
+    except (OSError, ValueError):  # no such folder, or no tokenizer files in it
+        message = f"{model_folder} holds no tokenizer.json; give a model folder with a fast tokenizer"
+        raise ModelLoadError(message) from None
+    return _load_tokenizer(folder, changed)
+
+
+@lru_cache(maxsize=8)
+def _load_tokenizer(folder: Path, changed: int) -> LightTokenizer:
+    """Cached per folder until one of its tokenizer files changes (`changed` is the newest modification time)."""
+    from tokenizers import Tokenizer
+
+    try:
+        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as exc:  # missing or unreadable: tokenizers raises plain Exception
+        raise ModelLoadError(f"cannot read the tokenizer of {folder}: {exc}") from None
+    try:
+        # special_tokens_map.json is written by older transformers; tokenizer_config.json wins where both name a token
+        special_map = _read_json(folder / "special_tokens_map.json")
+        config = _read_json(folder / "tokenizer_config.json")
+        template_path = folder / "chat_template.jinja"
+        template = template_path.read_text(encoding="utf-8") if template_path.is_file() else config.get("chat_template")
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read the tokenizer settings of {folder}: {exc}") from None
+    if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
+        template = {entry["name"]: entry["template"] for entry in template}.get("default")
+    special = {}
+    for key, value in {**special_map, **config}.items():
+        if key.endswith("_token") and isinstance(value, (str, dict)):
+            special[key] = value["content"] if isinstance(value, dict) else value
+    return LightTokenizer(folder, backend, template or None, special)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def preview(records: list[dict[str, Any]], task: str, model_folder: str | Path, limit: int = 5) -> list[str]:
+    """The first `limit` records rendered exactly as the model will see them (its chat template applied)."""
+    tokenizer = load_tokenizer(model_folder)
+    return [tokenizer.render(record, task) for record in records[:limit]]
+
+
+def token_stats(
+    records: list[dict[str, Any]], task: str, model_folder: str | Path, max_length: int = DEFAULT_MAX_LENGTH
+) -> dict[str, Any]:
+    """Token lengths of the rendered records: count, min, mean, median, p95, max, and rows over `max_length`
+    (which training truncates); `lengths` holds every row's length, for token_histogram.
+
+    Special tokens are added only when no chat template put them into the text already.
+    """
+    tokenizer = load_tokenizer(model_folder)
+    texts = [tokenizer.render(record, task) for record in records]
+    encodings = tokenizer.backend.encode_batch(texts, add_special_tokens=tokenizer.chat_template is None)
+    lengths = [len(encoding.ids) for encoding in encodings]
+    ordered = sorted(lengths)
+    count = len(ordered)
+    return {
+        "count": count,
+        "min": ordered[0] if count else 0,
+        "mean": sum(ordered) / count if count else 0.0,
+        "median": _percentile(ordered, 0.5),
+        "p95": _percentile(ordered, 0.95),
+        "max": ordered[-1] if count else 0,
+        "max_length": max_length,
+        "over_max_length": sum(length > max_length for length in ordered),
+        "lengths": lengths,
+    }
+
+
+def token_histogram(lengths: list[int], max_length: int | None = None):
+    """A matplotlib Figure of the token lengths, with the max_length line when given (Agg canvas, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 3), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.hist(lengths, bins=min(40, max(1, len(set(lengths)))), color="#4c78a8")
+    if max_length is not None:
+        axes.axvline(max_length, color="#e45756", linestyle="--", label=f"max_length {max_length}")
+        axes.legend()
+    axes.set_xlabel("tokens per row")
+    axes.set_ylabel("rows")
+    return figure
+
+
+def _percentile(ordered: list[int], fraction: float) -> float:
+    """Linear interpolation between the closest ranks, as numpy.percentile does by default."""
+    if not ordered:
+        return 0.0
+    position = (len(ordered) - 1) * fraction
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _demo_folder(settings: Settings) -> Path:
+    from modelforge.demo_model import ensure_demo_model
+
+    return ensure_demo_model(settings.models_dir)
+
+
+@lru_cache(maxsize=16)
+def _compile(template: str):
+    """A chat template compiled the way transformers compiles it: sandboxed, with its helpers and generation tag."""
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Generation(jinja2.ext.Extension):
+        """`{% generation %}...{% endgeneration %}` marks the assistant's tokens for training; the text is unchanged."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+        def _body(self, caller):
+            return caller()
+
+    def raise_exception(message):
+        raise jinja2.TemplateError(message)
+
+    def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    def strftime_now(format):
+        from datetime import datetime
+
+        return datetime.now().strftime(format)
+
+    environment = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[Generation, jinja2.ext.loopcontrols]
+    )
+    environment.filters["tojson"] = tojson
+    environment.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+    try:
+        return environment.from_string(template)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ModelLoadError(f"the model's chat template is not valid jinja: {exc}") from None

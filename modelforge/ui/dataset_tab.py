@@ -1,0 +1,257 @@
+"""Dataset tab: upload a file or name a Hub dataset, map its columns, validate it, see what the model sees, save it."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import gradio as gr
+
+from modelforge import data, dataset_store
+from modelforge.errors import DatasetError, ModelForgeError
+from modelforge.strategies import STRATEGIES
+from modelforge.tasks import PREFERENCE_FIELDS, TASKS
+
+FILE_TYPES = [f".{name}" for name in data.FORMATS]
+# One column dropdown per field; a task or strategy needs at most this many fields, the rest are hidden.
+SLOTS = max(len(fields) for fields in [*(task.fields for task in TASKS.values()), PREFERENCE_FIELDS])
+TABLE_COLUMNS = ["name", "task", "rows", "columns", "path", "saved"]
+ISSUES_SHOWN = 50
+PREVIEW_ROWS = 5
+STATS_SAMPLE = 20_000  # token lengths of bigger datasets are estimated from a random sample of this many rows
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#])")
+
+
+def fields_for(task: str, strategy: str | None) -> tuple[str, ...]:
+    """The fields a strategy reads for the task; the task's own fields when no strategy is chosen."""
+    return STRATEGIES[strategy].fields(task) if strategy in STRATEGIES else TASKS[task].fields
+
+
+def _escape(text: str) -> str:
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def _failure(exc: ModelForgeError, file: str | None) -> str:
+    """An error for the page: the upload's server-side temporary path shortened to its file name."""
+    text = str(exc).replace(file, Path(file).name) if file else str(exc)
+    return f"❌ {_escape(text)}"
+
+
+def _source(file: str | None, hub_id: str | None) -> str:
+    if file:
+        dataset_store.check_upload(file, Path(file).name)
+        return file
+    if hub_id and hub_id.strip():
+        return hub_id.strip()
+    raise DatasetError("Upload a file or enter a Hugging Face Hub dataset id first.")
+
+
+def _mapping(fields: tuple[str, ...], values: tuple) -> dict[str, str]:
+    return {name: value for name, value in zip(fields, values) if value}
+
+
+def _slot_updates(fields: tuple[str, ...], columns: list[str], mapping: dict[str, str]) -> list:
+    return [
+        gr.update(visible=True, label=f"column for {fields[slot]}", choices=columns, value=mapping.get(fields[slot]))
+        if slot < len(fields)
+        else gr.update(visible=False, choices=[], value=None)
+        for slot in range(SLOTS)
+    ]
+
+
+def _report_markdown(report: data.ValidationReport) -> str:
+    source = Path(report.source).name if Path(report.source).exists() else report.source
+    mapping = ", ".join(name if column == name else f"{name} ← {column}" for name, column in report.columns.items())
+    errors = len(report.errors)
+    lines = [
+        f"### {'✅ Valid' if report.ok else f'❌ {errors} error' + ('s' if errors != 1 else '') + ' to fix'}",
+        f"**{_escape(source)}**: {report.rows} rows, **{len(report.records)} valid**; "
+        f"columns: {_escape(mapping or 'none')}",
+    ]
+    for title, issues in (("Errors", report.errors), ("Warnings", report.warnings)):
+        if issues:
+            lines += ["", f"**{title}**", *(f"- {_escape(str(issue))}" for issue in issues[:ISSUES_SHOWN])]
+            if len(issues) > ISSUES_SHOWN:
+                lines.append(f"- … and {len(issues) - ISSUES_SHOWN} more")
+    if report.ok:
+        lines += ["", "Give it a name and press **Save** to use it in the Finetune tab."]
+    return "\n".join(lines)
+
+
+def _stats_markdown(stats: dict, model: str, note: str, sampled_from: int | None) -> str:
+    over = stats["over_max_length"]
+    lines = [
+        f"**Token lengths** ({_escape(model)}): {stats['count']} rows · min {stats['min']} · "
+        f"mean {stats['mean']:.1f} · median {stats['median']:.1f} · p95 {stats['p95']:.1f} · max {stats['max']}",
+        f"{'⚠️ ' if over else ''}{over} rows over max_length {stats['max_length']}"
+        + (" (training truncates them)" if over else ""),
+    ]
+    if sampled_from:
+        lines.append(f"Estimated from a random sample of {stats['count']} of {sampled_from} rows.")
+    if note:
+        lines.append(f"> {_escape(note)}")
+    return "\n\n".join(lines)
+
+
+def _look(settings, records: list[dict], task: str, model: str, max_length, file: str | None) -> tuple:
+    """(preview text, token statistics as markdown, histogram) of valid records, with the chosen model's tokenizer."""
+    sample = records if len(records) <= STATS_SAMPLE else random.Random(0).sample(records, STATS_SAMPLE)
+    try:
+        folder, note = dataset_store.resolve_model_folder(settings, model)
+        rows = dataset_store.preview(records, task, folder, PREVIEW_ROWS)
+        numbers = dataset_store.token_stats(sample, task, folder, int(max_length or dataset_store.DEFAULT_MAX_LENGTH))
+    except ModelForgeError as exc:
+        return "", _failure(exc, file), None
+    shown = "\n\n".join(f"── row {number} ──\n{text}" for number, text in enumerate(rows, start=1))
+    stats = _stats_markdown(numbers, folder.name, note, len(records) if sample is not records else None)
+    return shown, stats, dataset_store.token_histogram(numbers["lengths"], numbers["max_length"])
+
+
+def build(engine) -> list:
+    """Build the tab; returns the (function, outputs) pairs to run when a page loads."""
+    import pandas as pd
+
+    settings = engine.settings
+
+    def saved_table():
+        rows = [
+            [
+                record["name"], record["task"], record["rows"],
+                ", ".join(f"{field} ← {column}" for field, column in record["columns"].items()),
+                record["path"], str(record["created_at"])[:19],
+            ]
+            for record in dataset_store.list_datasets()
+        ]
+        return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+    with gr.Row():
+        file = gr.File(label="Upload a dataset", file_types=FILE_TYPES, type="filepath")
+        with gr.Column():
+            hub_id = gr.Textbox(
+                label="… or a Hugging Face Hub dataset id", placeholder="owner/name or owner/name:split"
+            )
+            task = gr.Dropdown(list(TASKS), value="text-generation", label="Task")
+            strategy = gr.Dropdown(
+                list(STRATEGIES), value=None, label="Strategy (optional)",
+                info="the strategy that will train on this data decides the fields, e.g. prompt/chosen/rejected",
+            )
+    inspection = gr.Markdown()
+    columns = gr.State([])  # the columns of the uploaded file, for the mapping dropdowns
+    validated = gr.State(None)  # what the last successful validation checked; Save requires it unchanged
+    with gr.Row():
+        initial = fields_for(task.value, None)
+        slots = [
+            gr.Dropdown(
+                [], value=None, allow_custom_value=True, visible=slot < len(initial),
+                label=f"column for {initial[slot]}" if slot < len(initial) else "column",
+            )
+            for slot in range(SLOTS)
+        ]
+    with gr.Row():
+        model = gr.Textbox(
+            label="Preview with the tokenizer of", placeholder=dataset_store.DEMO_MODEL,
+            info="empty: the built-in demo model; or a local model folder or a Hub model id",
+        )
+        max_length = gr.Number(dataset_store.DEFAULT_MAX_LENGTH, label="max length (tokens)", precision=0, minimum=8)
+        validate_button = gr.Button("Validate", variant="primary")
+    report = gr.Markdown()
+    with gr.Row():
+        preview = gr.Textbox(label="Preview: the first rows as the model sees them", lines=10, max_lines=30)
+        with gr.Column():
+            stats = gr.Markdown()
+            histogram = gr.Plot(label="Token lengths")
+    with gr.Row():
+        name = gr.Textbox(label="Dataset name", info=dataset_store.NAME_RULE)
+        save_button = gr.Button("Save", interactive=False)
+    saved = gr.Markdown()
+    with gr.Row():
+        gr.Markdown("### Saved datasets")
+        refresh_button = gr.Button("Refresh", size="sm")
+    table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False)  # filled when a page loads
+
+    def inspect(file, task, strategy):
+        """A newly chosen file: its columns, the automatic mapping and a suggested name."""
+        fields = fields_for(task, strategy)
+        invalid = [gr.update(interactive=False), None]
+        if not file:
+            return "", [], *_slot_updates(fields, [], {}), gr.skip(), *invalid
+        try:
+            safe_name = dataset_store.check_upload(file, Path(file).name)
+            rows = data.read_rows(file)
+        except ModelForgeError as exc:
+            return _failure(exc, file), [], *_slot_updates(fields, [], {}), gr.skip(), *invalid
+        names = list(dict.fromkeys(column for row in rows for column in row.values))
+        mapping = data.detect_columns(names, fields)
+        missing = [field for field in fields if field not in mapping]
+        message = f"**{_escape(Path(file).name)}**: {len(rows)} rows; columns: {_escape(', '.join(names))}."
+        if missing:
+            message += f" Choose a column for {', '.join(missing)}, then press **Validate**."
+        else:
+            message += " Columns mapped automatically: check them and press **Validate**."
+        return message, names, *_slot_updates(fields, names, mapping), safe_name.rsplit(".", 1)[0], *invalid
+
+    def remap(task, strategy, names):
+        fields = fields_for(task, strategy)
+        return *_slot_updates(fields, names, data.detect_columns(names, fields)), gr.update(interactive=False), None
+
+    def validate(file, hub_id, task, strategy, model, max_length, *values):
+        fields = fields_for(task, strategy)
+        invalid = [gr.update(interactive=False), None]
+        try:
+            source = _source(file, hub_id)
+            result = data.validate(source, task, _mapping(fields, values) or None, fields)
+        except ModelForgeError as exc:
+            return _failure(exc, file), "", "", None, *invalid, *[gr.skip()] * SLOTS
+        mapping = [gr.update(value=result.columns.get(field)) for field in fields]
+        mapping += [gr.skip()] * (SLOTS - len(fields))
+        shown, stats_text, figure = ("", "", None)
+        if result.records:
+            shown, stats_text, figure = _look(settings, result.records, task, model, max_length, file)
+        if not result.ok:
+            return _report_markdown(result), shown, stats_text, figure, *invalid, *mapping
+        key = {"source": source, "task": task, "fields": fields, "columns": result.columns}
+        return _report_markdown(result), shown, stats_text, figure, gr.update(interactive=True), key, *mapping
+
+    def save(name, file, hub_id, task, strategy, key, *values):
+        fields = fields_for(task, strategy)
+        try:
+            source = _source(file, hub_id)
+            current = {"source": source, "task": task, "fields": fields, "columns": _mapping(fields, values)}
+            if key != current:
+                raise DatasetError("Press Validate first: the dataset, task or columns changed since the last check.")
+            name = dataset_store.check_name(name)
+            path = dataset_store.store_upload(settings, file, Path(file).name) if file else source
+            try:
+                record = dataset_store.save_dataset(settings, name, path, task, current["columns"], fields)
+            except BaseException:
+                if file:
+                    path.unlink(missing_ok=True)
+                raise
+        except ModelForgeError as exc:
+            return _failure(exc, file), saved_table(), gr.skip(), gr.skip()
+        message = (
+            f"✅ Saved **{_escape(record['name'])}**: {record['rows']} rows for {record['task']}. "
+            "Choose it as the dataset in the Finetune tab."
+        )
+        return message, saved_table(), gr.update(interactive=False), None
+
+    file.change(
+        inspect, [file, task, strategy], [inspection, columns, *slots, name, save_button, validated],
+        api_name="dataset_inspect",
+    )
+    for component in (task, strategy):
+        component.change(remap, [task, strategy, columns], [*slots, save_button, validated], api_name=False)
+    for component in (hub_id, *slots):
+        component.input(lambda: (gr.update(interactive=False), None), None, [save_button, validated], api_name=False)
+    validate_button.click(
+        validate, [file, hub_id, task, strategy, model, max_length, *slots],
+        [report, preview, stats, histogram, save_button, validated, *slots], api_name="dataset_validate",
+    )
+    save_button.click(
+        save, [name, file, hub_id, task, strategy, validated, *slots], [saved, table, save_button, validated],
+        api_name="dataset_save",
+    )
+    refresh_button.click(saved_table, None, table, api_name="dataset_list")
+    return [(saved_table, [table])]

@@ -1,0 +1,143 @@
+"""Hardware tab: what this machine has, the models that suit it, and whether a training setup fits in its memory."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from modelforge import fit
+from modelforge.errors import ModelForgeError
+from modelforge.hardware import PROFILES, HardwareReport, detect, recommended_models
+from modelforge.tasks import TASKS
+
+RECOMMENDED_COLUMNS = ["model", "params (B)", "method", "note"]
+BREAKDOWN_COLUMNS = ["part", "GB"]
+VERDICT_MARKS = {fit.FITS: "✅", fit.TIGHT: "⚠️", fit.NO_FIT: "❌"}
+
+
+def report_markdown(report: HardwareReport, home) -> str:
+    facts = report.to_dict()
+    lines = [f"### Profile: {facts['profile']}", PROFILES[facts["profile"]], ""]
+    if report.gpus:
+        lines += ["| GPU | name | memory | free | driver | CUDA | compute capability | bf16 |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {gpu.index} | {gpu.name} | {gpu.memory_total_gb:.1f} GB | {gpu.memory_free_gb:.1f} GB | "
+                  f"{gpu.driver} | {gpu.cuda} | {gpu.compute_capability} | {'yes' if gpu.bf16 else 'no'} |"
+                  for gpu in report.gpus]
+    else:
+        lines.append(f"**GPU:** none: {report.gpu_error}")
+    lines += [
+        "",
+        f"**CPU cores:** {report.cpu_cores} · **RAM:** {report.ram_available_gb:.1f} GB available of "
+        f"{report.ram_total_gb:.1f} GB · **free disk** ({home}): {report.disk_free_gb:.1f} GB",
+        f"**torch:** {report.torch or 'not installed'} · **memory for training:** "
+        f"{facts['memory_budget_gb']:.1f} GB ({facts['memory_budget']})",
+    ]
+    lines += [f"- ⚠️ {warning}" for warning in report.warnings]
+    return "\n".join(lines)
+
+
+def local_models(engine) -> list[str]:
+    """Model folders in the data folder (the demo model, merged models) that the estimate can read."""
+    folder = engine.settings.models_dir
+    return sorted(path.name for path in folder.iterdir() if (path / "config.json").is_file()) if folder.is_dir() else []
+
+
+def recommended_rows(facts: dict, task: str) -> list[list]:
+    return [[model["id"], model["params_b"], model["method"], model["note"]]
+            for model in recommended_models(facts["profile"], task)]
+
+
+def fit_outputs(estimate: fit.FitEstimate) -> tuple[list[list], str, str]:
+    """The breakdown rows, the verdict and the suggestions, as the tab shows them."""
+    shape = estimate.shape
+    about = (f"{shape.source}; {fit.format_params(estimate.trainable_params)} trainable "
+             f"({fit.METHODS[estimate.setup.method]})")
+    if estimate.budget_gb:
+        verdict = (f"### {VERDICT_MARKS[estimate.verdict]} {estimate.verdict}: about "
+                   f"{fit.format_gb(estimate.total_gb)} of {fit.format_gb(estimate.budget_gb)}\n{about}")
+    else:
+        verdict = f"### about {fit.format_gb(estimate.total_gb)} (enter the memory available for a verdict)\n{about}"
+    if estimate.suggestions:
+        suggestions = "**What would make it fit:**\n" + "\n".join(f"- {s.text}" for s in estimate.suggestions)
+    elif estimate.verdict == fit.NO_FIT:
+        suggestions = "Nothing within reach fits: use a machine with more memory."
+    else:
+        suggestions = ""
+    return estimate.rows(), verdict, suggestions
+
+
+def build(engine) -> None:
+    home = engine.settings.home
+
+    def hardware_report() -> tuple[str, dict]:
+        report = detect(home)
+        return report_markdown(report, home), report.to_dict()
+
+    def apply_report(facts: dict, task: str):
+        """Fill the form for this machine: its models, its memory and the precision and checkpointing `auto` picks."""
+        models = [model["id"] for name in TASKS for model in recommended_models(facts["profile"], name)]
+        choices = list(dict.fromkeys(models + local_models(engine)))
+        first = recommended_models(facts["profile"], task)[0]
+        gpus = facts["gpus"]
+        best_precision = ("fp32" if not gpus else
+                          "bf16" if all(int(gpu["compute_capability"].split(".")[0]) >= 8 for gpu in gpus) else "fp16")
+        return (recommended_rows(facts, task),
+                gr.Dropdown(choices=choices, value=first["id"]),
+                gr.Radio(value=first["method"]),
+                gr.Radio(value=best_precision),
+                gr.Checkbox(value=bool(gpus)),
+                gr.Number(value=round(facts["memory_budget_gb"], 1), info=f"detected: {facts['memory_budget']}"))
+
+    def fit_estimate(model, params_b, method, precision, batch_size, seq_length, lora_rank, checkpointing, budget_gb):
+        try:
+            shape = fit.resolve_model(model, params_b or None, engine.settings.models_dir)
+            setup = fit.FitSetup(method=method, precision=precision, batch_size=int(batch_size),
+                                 seq_length=int(seq_length), lora_rank=int(lora_rank),
+                                 gradient_checkpointing=bool(checkpointing))
+        except (ModelForgeError, TypeError, ValueError) as exc:
+            raise gr.Error(str(exc)) from None
+        budget = budget_gb if budget_gb and budget_gb > 0 else detect(home).to_dict()["memory_budget_gb"]
+        return fit_outputs(fit.estimate(shape, setup, budget))
+
+    report_md = gr.Markdown()
+    refresh = gr.Button("Refresh", size="sm")
+    with gr.Accordion("Report as JSON", open=False):
+        report_json = gr.JSON()
+
+    gr.Markdown("## Recommended models")
+    task = gr.Dropdown(choices=list(TASKS), value="chat", label="Task")
+    recommended = gr.Dataframe(headers=RECOMMENDED_COLUMNS, interactive=False, label="For this machine's profile")
+
+    gr.Markdown("## Will it fit?")
+    with gr.Row():
+        model = gr.Dropdown(label="Model", allow_custom_value=True,
+                            info="a recommended model, a model folder of the data folder, or a local path")
+        params_b = gr.Number(label="Parameters (billions)", info="overrides the model's count; alone, any model")
+        budget = gr.Number(label="Memory available (GB)", info="detected on load; change it to plan another machine")
+    with gr.Row():
+        method = gr.Radio(choices=[(label, key) for key, label in fit.METHODS.items()], value="lora", label="Method")
+        precision = gr.Radio(choices=list(fit.PRECISION_BYTES), value="bf16", label="Precision",
+                             info="fp32 on a CPU; bf16 on Ampere or newer GPUs, else fp16")
+        checkpointing = gr.Checkbox(value=True, label="Gradient checkpointing")
+    with gr.Row():
+        batch_size = gr.Number(value=1, precision=0, minimum=1, label="Batch size")
+        seq_length = gr.Number(value=512, precision=0, minimum=8, label="Sequence length (max_length)")
+        lora_rank = gr.Number(value=16, precision=0, minimum=1, label="LoRA rank")
+    estimate_button = gr.Button("Estimate", variant="primary")
+    verdict = gr.Markdown()
+    breakdown = gr.Dataframe(headers=BREAKDOWN_COLUMNS, interactive=False, label="Memory by part")
+    suggestions = gr.Markdown()
+
+    profile_outputs = [recommended, model, method, precision, checkpointing, budget]
+    refresh.click(hardware_report, outputs=[report_md, report_json], api_name="hardware_report").then(
+        apply_report, inputs=[report_json, task], outputs=profile_outputs, api_visibility="private")
+    gr.on(None, hardware_report, outputs=[report_md, report_json], api_visibility="private").then(
+        apply_report, inputs=[report_json, task], outputs=profile_outputs, api_visibility="private")
+    task.change(lambda facts, name: recommended_rows(facts, name) if facts else [], inputs=[report_json, task],
+                outputs=recommended, api_visibility="private")
+    estimate_button.click(
+        fit_estimate,
+        inputs=[model, params_b, method, precision, batch_size, seq_length, lora_rank, checkpointing, budget],
+        outputs=[breakdown, verdict, suggestions],
+        api_name="fit_estimate",
+    )

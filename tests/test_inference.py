@@ -1,0 +1,140 @@
+"""The playground's ModelHost: load a finished job's adapter, stream replies, unload and free the model."""
+
+import gc
+import json
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+
+import pytest
+
+from modelforge.config import JobConfig
+from modelforge.db import Job
+from modelforge.errors import ModelLoadError
+from modelforge.inference import ModelHost, chat_messages, job_source, model_host, path_source
+
+LOAD_TIMEOUT = 120
+
+
+def make_finished_job(engine, demo_model_path, name: str = "playground-lora") -> Job:
+    """A completed LoRA job without training: the demo model with a fresh r=4 adapter, saved like a real run."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    output_dir = engine.settings.runs_dir / name
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(demo_model_path),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    model.save_pretrained(output_dir)
+    AutoTokenizer.from_pretrained(demo_model_path).save_pretrained(output_dir)
+    (output_dir / "train.log").write_text("step 10 loss 0.5\n")
+    (output_dir / "checkpoint-10").mkdir()
+    (output_dir / "checkpoint-10" / "optimizer.pt").write_bytes(b"not uploaded")
+    config = JobConfig(name=name, dataset="assets/samples/animals.jsonl", model=None, output_dir=str(output_dir))
+    (output_dir / "modelforge.yaml").write_text(config.to_yaml())
+    metrics = {"train_loss": 0.5, "eval_loss": 0.75, "steps": 10}
+    (output_dir / "metrics.json").write_text(json.dumps(metrics))
+    return Job.create(
+        name=name,
+        config=config.to_json(),
+        status="completed",
+        stage="completed",
+        output_dir=str(output_dir),
+        step=10,
+        total_steps=10,
+        metrics=json.dumps(metrics),
+    )
+
+
+@pytest.fixture
+def finished_job(engine, demo_model_path):
+    return make_finished_job(engine, demo_model_path)
+
+
+@pytest.fixture
+def host():
+    host = ModelHost()
+    yield host
+    host.unload()
+
+
+def user_says(text: str) -> list[dict]:
+    """A conversation as Gradio 6 hands it to a handler: content as a list of parts."""
+    return [{"role": "user", "content": [{"type": "text", "text": text}]}]
+
+
+def test_importing_the_playground_and_hub_modules_loads_no_training_stack():
+    code = (
+        "import sys, modelforge.inference, modelforge.hub; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_chat_messages_normalises_gradio_parts():
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "reverse: "}, {"type": "text", "text": "cat dog"}]},
+        {"role": "assistant", "content": "dog cat", "metadata": None},
+        {"role": "user", "content": [{"type": "file", "file": {"path": "x.png"}}, {"type": "text", "text": "again"}]},
+    ]
+    assert chat_messages(history) == [
+        {"role": "user", "content": "reverse: cat dog"},
+        {"role": "assistant", "content": "dog cat"},
+        {"role": "user", "content": "again"},
+    ]
+
+
+def test_job_source_puts_the_adapter_on_the_jobs_base_model(finished_job, engine, demo_model_path):
+    source = job_source(finished_job, engine.settings)
+    assert source.name == f"#{finished_job.id} playground-lora"
+    assert source.adapter == finished_job.output_dir == source.tokenizer
+    assert Path(source.model).resolve() == demo_model_path.resolve()
+    typed = path_source(finished_job.output_dir)  # a typed adapter folder finds its base in adapter_config.json
+    assert (typed.adapter, Path(typed.model).resolve()) == (finished_job.output_dir, demo_model_path.resolve())
+
+
+def test_load_stream_and_unload_a_finished_job(finished_job, engine, host):
+    assert host.load(job_source(finished_job, engine.settings)) == f"loading #{finished_job.id} playground-lora…"
+    assert host.wait(LOAD_TIMEOUT) == f"ready: #{finished_job.id} playground-lora"
+    model = weakref.ref(host._loaded.model)
+    assert type(model()).__name__ == "PeftModelForCausalLM"
+
+    conversation = user_says("reverse: cat dog bird")
+    chunks = list(host.stream(conversation, max_new_tokens=12, temperature=0))
+    assert chunks and chunks[-1].strip()
+    assert all(later.startswith(earlier) for earlier, later in zip(chunks, chunks[1:]))  # the reply grows
+    assert list(host.stream(conversation, max_new_tokens=12, temperature=0))[-1] == chunks[-1]  # greedy: the same
+    assert list(host.stream(conversation, max_new_tokens=12, temperature=1.0, top_p=0.9))  # sampling runs too
+
+    assert host.unload() == "no model loaded"
+    gc.collect()
+    assert model() is None
+    with pytest.raises(ModelLoadError, match="No model is ready"):
+        next(host.stream(conversation))
+
+
+def test_loading_another_model_releases_the_first(finished_job, engine, demo_model_path, host):
+    host.load(job_source(finished_job, engine.settings))
+    host.wait(LOAD_TIMEOUT)
+    first = weakref.ref(host._loaded.model)
+    host.load(path_source(str(demo_model_path)))
+    assert host.wait(LOAD_TIMEOUT) == f"ready: {demo_model_path}"
+    gc.collect()
+    assert first() is None
+    assert list(host.stream(user_says("cat dog"), max_new_tokens=8, temperature=0))[-1].strip()
+
+
+def test_a_model_that_cannot_be_loaded_becomes_a_clear_status(host, tmp_path):
+    host.load(path_source(str(tmp_path / "no-such-model")))
+    status = host.wait(LOAD_TIMEOUT)
+    assert status.startswith("error: Model folder") and "no-such-model" in status
+    assert not host.loading
+
+
+def test_the_engine_shares_one_host(engine):
+    assert model_host(engine) is model_host(engine)

@@ -1,0 +1,57 @@
+"""The project's own files keep their promises: README commands, CI, Dockerfile, registries, a light web process."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_command(heading: str) -> str:
+    section = ROOT.joinpath("README.md").read_text().split(f"## {heading}", 1)[1]
+    return re.search(r"```bash\n(.+?)\n```", section, re.S).group(1).strip()
+
+
+def test_ci_runs_the_test_command_written_in_the_readme():
+    command = _readme_command("Run the tests")
+    ci_lines = [line.strip() for line in ROOT.joinpath(".ci/run").read_text().splitlines()]
+    assert command in ci_lines
+
+
+def test_readme_app_command_installs_requirements_and_starts_app_py():
+    command = _readme_command("Run the app")
+    assert "requirements.txt" in command and command.endswith("app.py")
+
+
+def test_every_file_the_dockerfile_copies_exists():
+    copied = []
+    for line in ROOT.joinpath("Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            copied += line.split()[1:-1]
+    assert copied, "the Dockerfile copies nothing"
+    for name in copied:
+        assert (ROOT / name).exists(), f"Dockerfile copies {name}, which does not exist"
+
+
+def test_starting_the_app_imports_no_training_stack():
+    code = (
+        "import sys, app; from modelforge.engine import Engine; from modelforge.ui import build_app;"
+        "import tempfile; from modelforge.settings import Settings;"
+        "engine = Engine.create(Settings(home=__import__('pathlib').Path(tempfile.mkdtemp())));"
+        "build_app(engine);"
+        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'bitsandbytes') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_ui_choices_are_the_registries_keys(engine):
+    from modelforge.providers import PROVIDERS
+    from modelforge.strategies import STRATEGIES
+
+    assert [name for name, _, _ in engine.providers()] == list(PROVIDERS)
+    assert engine.strategies() == list(STRATEGIES)
+    unavailable = {name: reason for name, ok, reason in engine.providers() if not ok}
+    assert "unsloth" in unavailable and "not installed" in unavailable["unsloth"]

@@ -1,0 +1,142 @@
+"""The Dataset tab through the running app's API: inspect, validate good and bad files, save, list."""
+
+import json
+from pathlib import Path
+
+import pytest
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+
+from modelforge.db import DatasetRecord
+from modelforge.strategies import STRATEGIES
+from modelforge.ui import dataset_tab
+
+SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "samples"
+PAIRS = [{"input": f"say {word}", "output": f"{word} {word}"} for word in ("cat", "dog", "cow", "owl", "fox")]
+CONTEXT = "The Seine flows through Paris and reaches the sea at Le Havre."
+QA = [{"context": CONTEXT, "question": "Where does it reach the sea?", "answer": "Le Havre"}] * 3
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def validate(client, path, task, *mapping):
+    """(report, preview, stats, plot, then the column of each of the three fields)."""
+    mapping = (*mapping, None, None, None)[:3]
+    return client.predict(
+        handle_file(str(path)), "", task, None, "", 512, *mapping, api_name="/dataset_validate"
+    )
+
+
+def test_strategy_choices_are_the_registry():
+    assert dataset_tab.fields_for("text-generation", None) == ("input", "output")
+    assert all(dataset_tab.fields_for("chat", name) == STRATEGIES[name].fields("chat") for name in STRATEGIES)
+
+
+def test_inspect_fills_the_column_mapping(app_client, tmp_path):
+    path = write_jsonl(tmp_path / "My Pairs.jsonl", [{"prompt": r["input"], "response": r["output"]} for r in PAIRS])
+    message, first, second, third, name = app_client.predict(
+        handle_file(str(path)), "text-generation", None, api_name="/dataset_inspect"
+    )
+    assert "5 rows; columns: prompt, response" in message
+    assert (first["label"], first["value"]) == ("column for input", "prompt")
+    assert first["choices"] == [["prompt", "prompt"], ["response", "response"]]
+    assert (second["label"], second["value"]) == ("column for output", "response")
+    assert third["visible"] is False
+    assert name == "My_Pairs"
+
+
+def test_inspect_names_a_malformed_line_without_the_server_path(app_client, tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text(json.dumps(PAIRS[0]) + "\n{not json}\n", encoding="utf-8")
+    message, first, second, third, name = app_client.predict(
+        handle_file(str(path)), "text-generation", None, api_name="/dataset_inspect"
+    )
+    assert message.startswith("❌ broken.jsonl, line 2: not valid JSON")
+    assert str(tmp_path) not in message and "/tmp" not in message
+    assert (first["choices"], first["value"]) == ([], None)
+
+
+def test_good_file_validates_previews_saves_and_is_listed(app_client, engine):
+    report, preview, stats, plot, *mapping = validate(app_client, SAMPLES / "summarization.jsonl", "summarization")
+    assert report.startswith("### ✅ Valid")
+    assert "40 rows, **40 valid**" in report
+    assert preview.startswith("── row 1 ──\n<s><|user|>The town council voted")
+    assert preview.count("<|assistant|>") == 5
+    assert "**Token lengths** (demo-causal-v1): 40 rows" in stats
+    assert plot["type"] == "matplotlib"
+    assert [update["value"] for update in mapping[:2]] == ["input", "output"]
+
+    message, table = app_client.predict(
+        "news", handle_file(str(SAMPLES / "summarization.jsonl")), "", "summarization", None, "input", "output", None,
+        api_name="/dataset_save",
+    )
+    assert message.startswith("✅ Saved **news**: 40 rows for summarization")
+    assert [row[:3] for row in table["data"]] == [["news", "summarization", 40]]
+    record = DatasetRecord.get(DatasetRecord.name == "news")
+    stored = Path(record.path)
+    assert stored.parent == engine.settings.datasets_dir.resolve() and stored.name == "summarization.jsonl"
+    assert (record.task, record.rows) == ("summarization", 40)
+    assert json.loads(record.columns) == {"input": "input", "output": "output"}
+
+    listed = app_client.predict(api_name="/dataset_list")
+    assert listed["headers"] == dataset_tab.TABLE_COLUMNS
+    assert [row[:3] for row in listed["data"]] == [["news", "summarization", 40]]
+
+
+def test_save_needs_a_successful_validation_of_the_same_data(app_client, tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", PAIRS)
+    bad = write_jsonl(tmp_path / "bad.jsonl", PAIRS[:1])
+    args = ("text-generation", None, "input", "output", None)
+    message, *_ = app_client.predict("early", handle_file(str(good)), "", *args, api_name="/dataset_save")
+    assert message.startswith("❌ Press Validate first")
+
+    validate(app_client, bad, "text-generation")
+    message, *_ = app_client.predict("bad", handle_file(str(bad)), "", *args, api_name="/dataset_save")
+    assert message.startswith("❌ Press Validate first")
+
+    validate(app_client, good, "text-generation")
+    message, *_ = app_client.predict(
+        "renamed", handle_file(str(good)), "", "chat", None, None, None, None, api_name="/dataset_save"
+    )
+    assert message.startswith("❌ Press Validate first")  # the task changed since the validation
+    message, *_ = app_client.predict("bad name!", handle_file(str(good)), "", *args, api_name="/dataset_save")
+    assert "is not allowed; use letters, digits" in message
+    assert DatasetRecord.select().count() == 0
+
+
+@pytest.mark.parametrize(
+    "task, lines, expected",
+    [
+        ("text-generation", [*map(json.dumps, PAIRS[:2]), '{"input": "a" "output": "b"}', json.dumps(PAIRS[3])],
+         "line 3: not valid JSON: Expecting ',' delimiter (column 15)"),
+        ("text-generation", [*map(json.dumps, PAIRS[:3]), json.dumps({"input": "x"})], "line 4: output is missing"),
+        ("text-generation", [json.dumps(PAIRS[0]), json.dumps({"input": "x", "output": " "}), json.dumps(PAIRS[2])],
+         "line 2: output is empty"),
+        ("text-generation", [json.dumps(PAIRS[0])], "only 1 valid row; training needs at least 2"),
+        ("extractive-qa", [*map(json.dumps, QA), json.dumps({**QA[0], "answer": "Lyon"})],
+         "line 4: answer 'Lyon' does not occur in the context"),
+    ],
+    ids=["malformed-json", "missing-field", "empty-value", "too-few-rows", "answer-not-in-context"],
+)
+def test_bad_files_are_reported_with_line_numbers(app_client, tmp_path, task, lines, expected):
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report, preview, stats, plot, *_ = validate(app_client, path, task)
+    assert report.startswith("### ❌")
+    assert f"- {expected}" in report.replace("\\", "")
+    message, _ = app_client.predict(
+        "data", handle_file(str(path)), "", task, None, None, None, None, api_name="/dataset_save"
+    )
+    assert message.startswith("❌ Press Validate first")
+
+
+def test_missing_source_and_unsupported_file_are_clear_errors(app_client, tmp_path):
+    report, *_ = app_client.predict(None, "", "chat", None, "", 512, None, None, None, api_name="/dataset_validate")
+    assert report == "❌ Upload a file or enter a Hugging Face Hub dataset id first."
+    path = tmp_path / "notes.txt"
+    path.write_text("hello", encoding="utf-8")
+    with pytest.raises(AppError, match=r"Invalid file type.*\.jsonl"):  # gradio refuses it before our handler
+        validate(app_client, path, "chat")
