@@ -33,17 +33,24 @@ def _follow(engine, job) -> int:
     print(f"job {job.id}: {job.name}\noutput: {job.output_dir}", flush=True)
     bar = tqdm(total=None, unit="step", dynamic_ncols=True, file=sys.stderr)
 
+    last_seen = None
+
     def show(current) -> None:
-        if current.total_steps and bar.total != current.total_steps:
-            bar.total = current.total_steps
+        nonlocal last_seen
+        seen = (current.stage, current.step, current.total_steps, current.loss)
+        if seen == last_seen:
+            return
+        last_seen = seen
+        bar.total = current.total_steps or None
         bar.n = current.step
-        bar.set_description(current.stage)
+        bar.set_description(current.stage, refresh=False)
         postfix = {}
         if current.loss is not None:
             postfix["loss"] = f"{current.loss:.4f}"
         if current.tokens_per_second:
             postfix["tok/s"] = f"{current.tokens_per_second:.0f}"
-        bar.set_postfix(postfix, refresh=True)
+        bar.set_postfix(postfix, refresh=False)
+        bar.refresh()
 
     try:
         job = engine.runner.wait(job.id, on_update=show)

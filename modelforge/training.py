@@ -104,7 +104,9 @@ def run_job(job: Job, settings: Settings) -> None:
     )
     train_records, eval_records = split_records(records, config.training.eval_split, config.training.seed)
     log.info("data: %d training rows, %d held out", len(train_records), len(eval_records))
-    to_dataset = lambda rows: Dataset.from_list(strategy.prepare_rows(rows, config.task, loaded.tokenizer))
+    def to_dataset(rows: list[dict]):
+        return Dataset.from_list(strategy.prepare_rows(rows, config.task, loaded.tokenizer))
+
     train_dataset = to_dataset(train_records)
     eval_dataset = to_dataset(eval_records) if eval_records else None
     _check_cancel(job.id)

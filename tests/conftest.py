@@ -78,3 +78,11 @@ def app_client(app_url):
     from gradio_client import Client
 
     return Client(app_url, verbose=False)
+
+
+@pytest.fixture
+def mapping_dataset():
+    """The bundled word-mapping sample the demo model learns with LoRA."""
+    from pathlib import Path
+
+    return {"train": Path(__file__).resolve().parent.parent / "assets" / "samples" / "text-generation.jsonl"}

@@ -61,3 +61,60 @@ def test_missing_config_file_and_unknown_job(tmp_path, settings):
 def test_jobs_lists_nothing_on_a_fresh_home(settings):
     result = run_cli("jobs", settings=settings)
     assert result.returncode == 0 and "no jobs yet" in result.stdout
+
+
+def _split_mapping_rows(path: Path) -> tuple[list[dict], list[dict]]:
+    """Hold out every fifth row whose words all appear in the rows kept for training."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    train, held_out = [], []
+    for index, row in enumerate(rows):
+        (held_out if index % 5 == 4 else train).append(row)
+    seen = {word for row in train for word in row["input"].split()}
+    train += [row for row in held_out if not set(row["input"].split()) <= seen]
+    held_out = [row for row in held_out if set(row["input"].split()) <= seen]
+    return train, held_out
+
+
+def _exact_match(model, tokenizer, rows) -> float:
+    from modelforge.demo_model import generate_reply
+
+    hits = sum(generate_reply(model, tokenizer, row["input"]) == row["output"] for row in rows)
+    return hits / len(rows)
+
+
+def test_lora_sft_through_the_cli_learns_an_unseen_word_mapping(tmp_path, settings, demo_model_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from modelforge import jobs
+    from modelforge.db import Job, init_database
+
+    train, held_out = _split_mapping_rows(ROOT / "assets" / "samples" / "text-generation.jsonl")
+    assert len(held_out) >= 10
+    data = write(tmp_path / "train.jsonl", "".join(json.dumps(row) + "\n" for row in train))
+    config = write(
+        tmp_path / "mapping.yaml",
+        f"name: mapping\ndataset: {data}\n"
+        "training: {max_steps: 80, batch_size: 16, learning_rate: 3.0e-3, eval_split: 0.1, save_steps: 40, logging_steps: 5}\n",
+    )
+    result = run_cli("train", str(config), "--set", "training.seed=1", settings=settings)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "job 1" in result.stdout and "completed" in result.stdout
+
+    init_database(settings)
+    job = Job.get_by_id(1)
+    output_dir = Path(job.output_dir)
+    assert str(output_dir) in result.stdout
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "modelforge.yaml", "metrics.json", "train.log"):
+        assert (output_dir / name).exists(), name
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert job.final_metrics == metrics and metrics["steps"] == 80 and "eval_loss" in metrics
+    points = jobs.metric_points(job.id)
+    losses = [p.loss for p in points if p.loss is not None]
+    assert len(losses) >= 10 and losses[-1] < losses[0] / 4
+    assert any(p.eval_loss is not None for p in points)
+
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(demo_model_path), output_dir).eval()
+    assert _exact_match(model, tokenizer, train) >= 0.95
+    assert _exact_match(model, tokenizer, held_out) >= 0.90

@@ -74,7 +74,7 @@ def test_unsupported_file_types_are_refused(settings, upload, original):
 def test_upload_over_the_size_limit_is_refused(settings, tmp_path, monkeypatch):
     big = write_jsonl(tmp_path / "big.jsonl", PAIRS * 40)  # about 2 KB
     monkeypatch.setenv("MODELFORGE_MAX_UPLOAD_MB", "0.001")  # about 1 KB
-    limit = r"big.jsonl is [\d.]+ KB, over the upload limit of 0.001 MB; .* raise the limit with MODELFORGE_MAX_UPLOAD_MB"
+    limit = r"big.jsonl is [\d.]+ KB, over the upload limit of 0.001 MB; .* with MODELFORGE_MAX_UPLOAD_MB"
     with pytest.raises(DatasetError, match=limit):
         dataset_store.store_upload(settings, big, "big.jsonl")
     assert not settings.datasets_dir.exists() or not any(settings.datasets_dir.iterdir())

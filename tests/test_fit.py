@@ -86,7 +86,7 @@ def assert_suggestions_fit(result, budget):
 
 def test_single_changes_are_suggested_when_each_is_enough():
     shape = resolve_model("Qwen/Qwen2.5-7B-Instruct")
-    result = estimate(shape, FitSetup(method="lora", batch_size=2, seq_length=1024, gradient_checkpointing=False), 24)
+    result = estimate(shape, FitSetup(method="lora", batch_size=2, seq_length=512, gradient_checkpointing=False), 24)
     assert result.verdict == fit.NO_FIT
     assert_suggestions_fit(result, 24)
     texts = [suggestion.text for suggestion in result.suggestions]

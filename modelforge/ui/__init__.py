@@ -19,7 +19,7 @@ def build_app(engine) -> gr.Blocks:
             with gr.Tab("Hardware", id="hardware"):
                 hardware_tab.build(engine)
             with gr.Tab("Finetune", id="finetune"):
-                finetune_tab.build(engine)
+                on_load += finetune_tab.build(engine)
             with gr.Tab("History", id="history"):
                 on_load += history_tab.build(engine)
             with gr.Tab("Playground", id="playground"):

@@ -120,7 +120,8 @@ def _curves(view: dict) -> tuple[list[dict], list[dict]]:
     return losses, rates
 
 
-def build(engine) -> None:
+def build(engine) -> list:
+    """Returns (function, outputs) pairs the app runs when a page loads."""
     import pandas as pd
 
     job_id = gr.State(None)  # the job this page watches
@@ -203,7 +204,11 @@ def build(engine) -> None:
         path, command = engine.export_config(current_id)
         return path, command
 
-    task.change(lambda t: gr.update(choices=engine.dataset_choices(t)), task, dataset)
+    def dataset_update(task_value):
+        return gr.update(choices=engine.dataset_choices(task_value))
+
+    task.change(dataset_update, task, dataset)
+    dataset.focus(dataset_update, task, dataset)
     preset.change(lambda p: _preset_values(p, keys), preset, components)
     start.click(start_job, [dataset, task, model, provider, strategy, *components], [job_id, message], api_name="start_training").then(
         show, job_id, watch_outputs
@@ -212,3 +217,4 @@ def build(engine) -> None:
     resume.click(lambda j: act(engine.runner.resume, j), job_id, message, api_name="resume_job")
     export.click(export_config, job_id, [config_file, cli], api_name="export_config")
     timer.tick(show, job_id, watch_outputs, show_progress="hidden", api_name="job_status")
+    return [(lambda: dataset_update("text-generation"), [dataset])]

@@ -3,12 +3,14 @@
 import json
 from pathlib import Path
 
+import gradio as gr
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
 from modelforge.db import DatasetRecord
 from modelforge.strategies import STRATEGIES
+from modelforge.tasks import TASKS
 from modelforge.ui import dataset_tab
 
 SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "samples"
@@ -30,8 +32,13 @@ def validate(client, path, task, *mapping):
     )
 
 
-def test_strategy_choices_are_the_registry():
-    assert dataset_tab.fields_for("text-generation", None) == ("input", "output")
+def test_task_and_strategy_choices_are_the_registries(engine):
+    with gr.Blocks() as app:
+        dataset_tab.build(engine)
+    dropdowns = {block.label: block for block in app.blocks.values() if isinstance(block, gr.Dropdown)}
+    assert [value for _, value in dropdowns["Task"].choices] == list(TASKS)
+    assert [value for _, value in dropdowns["Strategy (optional)"].choices] == list(STRATEGIES)
+    assert dataset_tab.fields_for("extractive-qa", None) == TASKS["extractive-qa"].fields
     assert all(dataset_tab.fields_for("chat", name) == STRATEGIES[name].fields("chat") for name in STRATEGIES)
 
 
