@@ -109,11 +109,6 @@ class ModelHost:
         with self._lock:
             return self._loading is not None
 
-    @property
-    def loaded_name(self) -> str | None:
-        with self._lock:
-            return self._loaded.source.name if self._loaded else None
-
     def status(self) -> str:
         with self._lock:
             return self._status()

@@ -33,7 +33,7 @@ def test_fit_estimate_gives_a_verdict_and_a_breakdown(app_client):
         "HuggingFaceTB/SmolLM2-135M-Instruct", None, "lora", "fp32", 1, 512, 16, False, 16,
         api_name="/fit_estimate")
     assert verdict.startswith("### ✅ fits: about ") and "of 16.0 GB" in verdict
-    assert "HuggingFaceTB/SmolLM2-135M-Instruct: 135M parameters (recommended list); 5.3M trainable (LoRA)" in verdict
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct: 135M parameters (recommended list); 5.25M trainable (LoRA)" in verdict
     parts = dict(table["data"])
     assert list(parts) == ["weights", "adapters", "gradients", "optimizer", "activations", "overhead", "total"]
     assert parts["weights"] == pytest.approx(0.135e9 * 4 / fit.GB, rel=1e-3) and 0 < parts["total"] < 16

@@ -1,0 +1,125 @@
+"""The built-in demo model: a plain Hugging Face folder, built once, safely, and pretrained to follow its template."""
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from modelforge import demo_model
+from modelforge.demo_model import DEMO_MODEL_NAME, ensure_demo_model, generate_reply
+
+CONVERSATION = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": "hot big"},
+    {"role": "assistant", "content": "cold small"},
+    {"role": "user", "content": "and up?"},
+    {"role": "assistant", "content": "down"},
+]
+
+
+@pytest.fixture(scope="module")
+def demo(demo_model_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(demo_model_path).eval(), AutoTokenizer.from_pretrained(demo_model_path)
+
+
+def test_importing_the_module_does_not_import_torch():
+    code = "import sys, modelforge.demo_model; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_the_folder_loads_with_the_plain_auto_classes(demo):
+    model, tokenizer = demo
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<s>", "</s>", "<pad>")
+    assert model.config.eos_token_id == tokenizer.eos_token_id == model.generation_config.eos_token_id
+    assert len(tokenizer) <= model.config.vocab_size
+
+
+def test_every_linear_output_size_is_a_multiple_of_32(demo):
+    import torch
+
+    model, _ = demo
+    sizes = {module.out_features for module in model.modules() if isinstance(module, torch.nn.Linear)}
+    assert sizes and all(size % 32 == 0 for size in sizes), sizes
+
+
+def test_the_chat_template_marks_each_assistant_turn_and_its_end(demo):
+    _, tokenizer = demo
+    assert tokenizer.apply_chat_template(CONVERSATION, tokenize=False) == (
+        "<s><|system|>be brief<|user|>hot big<|assistant|>cold small</s><|user|>and up?<|assistant|>down</s>"
+    )
+    encoded = tokenizer.apply_chat_template(CONVERSATION, return_dict=True, return_assistant_tokens_mask=True)
+    masked = [token for token, mask in zip(encoded["input_ids"], encoded["assistant_masks"]) if mask]
+    assert tokenizer.decode(masked) == "cold small</s>down</s>"
+    prompt = tokenizer.apply_chat_template(CONVERSATION[:2], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|user|>hot big<|assistant|>")
+
+
+def test_a_word_is_the_same_tokens_wherever_it_stands(demo):
+    _, tokenizer = demo
+    first = tokenizer.apply_chat_template([{"role": "user", "content": "hot cold"}])
+    second = tokenizer.apply_chat_template([{"role": "user", "content": "cold hot"}])
+    assert first[2:4] == second[3:1:-1]
+    assert tokenizer.decode(first[2:4]) == "hot cold"
+
+
+def test_pretraining_encodes_conversations_exactly_as_the_chat_template(demo):
+    _, tokenizer = demo
+    turns = [("hot big", "cold small"), ("and up?", "down")]
+    ids, labels = demo_model._conversation_ids(tokenizer, turns)
+    messages = [{"role": role, "content": text} for turn in turns for role, text in zip(("user", "assistant"), turn)]
+    encoded = tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+    assert ids == encoded["input_ids"]
+    assert labels == [token if mask else -100 for token, mask in zip(ids, encoded["assistant_masks"])]
+
+
+def test_the_pretrained_model_follows_its_template_and_stops(demo):
+    model, tokenizer = demo
+    prompts = {
+        "the red cat sat on a mat": "the red cat sat on a mat",
+        "reverse: big dog eats cake": "cake eats dog big",
+        "hello my friend": "hello my friend",
+    }
+    replies = {prompt: generate_reply(model, tokenizer, prompt) for prompt in prompts}
+    assert replies == prompts
+
+
+def test_a_second_call_returns_the_built_folder_without_building(demo_models_dir, monkeypatch):
+    monkeypatch.setattr(demo_model, "_build", lambda folder: pytest.fail("rebuilt an existing demo model"))
+    assert ensure_demo_model(demo_models_dir) == demo_models_dir / DEMO_MODEL_NAME
+
+
+def test_concurrent_calls_build_once_and_never_expose_a_partial_folder(tmp_path, monkeypatch):
+    builds = []
+
+    def slow_build(folder: Path) -> None:
+        builds.append(folder)
+        (folder / "config.json").write_text("{}")
+        time.sleep(0.3)
+        (folder / "model.safetensors").write_text("weights")
+
+    monkeypatch.setattr(demo_model, "_build", slow_build)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(ensure_demo_model(tmp_path))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1 and results == [tmp_path / DEMO_MODEL_NAME] * 3
+    assert sorted(path.name for path in (tmp_path / DEMO_MODEL_NAME).iterdir()) == ["config.json", "model.safetensors"]
+    assert [path.name for path in tmp_path.iterdir() if path.is_dir()] == [DEMO_MODEL_NAME]
+
+
+def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
+    def failing_build(folder: Path) -> None:
+        (folder / "config.json").write_text("{}")
+        raise RuntimeError("out of disk")
+
+    monkeypatch.setattr(demo_model, "_build", failing_build)
+    with pytest.raises(RuntimeError, match="out of disk"):
+        ensure_demo_model(tmp_path)
+    assert [path for path in tmp_path.iterdir() if path.is_dir()] == []

@@ -1,0 +1,135 @@
+"""End to end in real headless Chromium: upload, validate, train, reload mid-training, chat with the result."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "assets" / "samples" / "text-generation.jsonl"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path, demo_models_dir):
+    """`python app.py` as a user starts it, in its own process, on a fresh data folder."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "models").symlink_to(demo_models_dir, target_is_directory=True)
+    port = _free_port()
+    env = {**os.environ, "MODELFORGE_HOME": str(home), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("MODELFORGE_DB_PATH", None)
+    log = open(tmp_path / "server.log", "wb")
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((tmp_path / "server.log").read_text())
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+    subprocess.run([sys.executable, "-m", "modelforge", "cancel", "1"], cwd=ROOT, env=env, capture_output=True, timeout=120)
+
+
+def _visible(locator):
+    return locator.filter(visible=True).first
+
+
+def _step(page) -> tuple[int, int]:
+    match = re.search(r"step (\d+)/(\d+)", page.locator("#job-status").inner_text())
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def _wait_for_step_above(page, step: int, timeout: float = 240) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current, _ = _step(page)
+        if current > step:
+            return current
+        page.wait_for_timeout(500)
+    raise AssertionError(f"training did not get past step {step}: {page.locator('#job-status').inner_text()}")
+
+
+def test_upload_train_reload_and_chat_in_a_real_browser(server, tmp_path):
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(server)
+
+        # Dataset: upload, validate, save.
+        page.get_by_role("tab", name="Dataset").click()
+        page.locator("input[type=file]").first.set_input_files(str(SAMPLE))
+        _visible(page.get_by_role("button", name="Validate")).click()
+        expect(_visible(page.get_by_text(re.compile(r"90 rows")))).to_be_visible(timeout=60_000)
+        _visible(page.get_by_label("Dataset name")).fill("words")
+        save = _visible(page.get_by_role("button", name="Save"))
+        expect(save).to_be_enabled(timeout=30_000)
+        save.click()
+        expect(_visible(page.get_by_text(re.compile(r"Saved")))).to_be_visible(timeout=30_000)
+        page.screenshot(path=shots / "1-dataset.png", full_page=True)
+
+        # Finetune: choose the saved dataset, a long enough run to reload during it, start.
+        page.get_by_role("tab", name="Finetune").click()
+        dataset = _visible(page.get_by_label("Dataset", exact=True))
+        dataset.click()
+        _visible(page.get_by_role("option", name=re.compile(r"^words"))).click()
+        _visible(page.get_by_text("Advanced")).click()
+        _visible(page.get_by_label("max steps (-1: use epochs)")).fill("500")
+        _visible(page.get_by_label("batch size", exact=True)).fill("16")
+        _visible(page.get_by_label("learning rate", exact=True)).fill("0.003")
+        _visible(page.get_by_role("button", name="Start training")).click()
+        expect(page.locator("#job-status")).to_contain_text("Job #1", timeout=30_000)
+        before_reload = _wait_for_step_above(page, 5)
+        expect(page.locator("#loss-chart canvas, #loss-chart svg").first).to_be_visible(timeout=60_000)
+        page.screenshot(path=shots / "2-training.png", full_page=True)
+
+        # Reload mid-training: the same job is shown, still progressing.
+        page.reload()
+        page.get_by_role("tab", name="Finetune").click()
+        expect(page.locator("#job-status")).to_contain_text("Job #1", timeout=30_000)
+        expect(page.locator("#job-status")).to_contain_text("running")
+        after_reload = _wait_for_step_above(page, before_reload)
+        assert after_reload > before_reload
+        page.screenshot(path=shots / "3-after-reload.png", full_page=True)
+        expect(page.locator("#job-status")).to_contain_text("completed", timeout=600_000)
+
+        # Playground: chat with the finished job.
+        page.get_by_role("tab", name="Playground").click()
+        _visible(page.get_by_role("button", name=re.compile("Refresh jobs"))).click()
+        job = _visible(page.get_by_label("Finished job"))
+        job.click()
+        _visible(page.get_by_role("option", name=re.compile(r"#1"))).click()
+        _visible(page.get_by_role("button", name="Load", exact=True)).click()
+        expect(_visible(page.get_by_label("Model", exact=True))).to_have_value(re.compile("ready"), timeout=120_000)
+        _visible(page.get_by_label("Message")).fill("night late")
+        _visible(page.get_by_label("Message")).press("Enter")
+        reply = page.locator("[data-testid='bot']").last
+        expect(reply).to_have_text(re.compile(r"\w+"), timeout=120_000)
+        page.screenshot(path=shots / "4-playground.png", full_page=True)
+        browser.close()
+    assert len(list(shots.iterdir())) == 4
