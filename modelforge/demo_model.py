@@ -61,17 +61,16 @@ poor long short wet dry near far loud quiet clean dirty thick thin strong weak h
 bright tall deep wide narrow easy simple safe busy free kind nice pretty quick brave calm angry tired hungry funny
 closed left right first last top bottom inside outside meow woof moo quack baa neigh oink tweet ribbit buzz roar
 hiss squeak hoot howl hello hi thanks please sorry goodbye name word sentence question color colour sound legs wings
-tail animal food place thing way part number much lives eats
+tail animal food place thing way part number much lives eats hole
 """.split()
 
 _NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 _SEED = 1234
-_VOCAB_SIZE = 512
-_PRETRAIN_STEPS = 600
-_PRETRAIN_BATCH = 32
+_VOCAB_SIZE = 1024  # most words of WORDS become one token; other text falls back to shorter pieces
+_PRETRAIN_STEPS = 1000
+_PRETRAIN_BATCH = 16
 _PRETRAIN_LR = 3e-3
-_EMBED_STD = 0.1
-_BETA2 = 0.999
+_MAX_WORDS = 5
 
 
 def ensure_demo_model(models_dir: Path) -> Path:
@@ -86,7 +85,7 @@ def ensure_demo_model(models_dir: Path) -> Path:
     models_dir.mkdir(parents=True, exist_ok=True)
     with open(models_dir / f".{DEMO_MODEL_NAME}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if folder.is_dir():  # another process built it while we waited for the lock
+        if folder.is_dir():  # another process built it while this one waited for the lock
             return folder
         building = Path(tempfile.mkdtemp(prefix=f".{DEMO_MODEL_NAME}-", dir=models_dir))
         try:
@@ -96,6 +95,25 @@ def ensure_demo_model(models_dir: Path) -> Path:
             shutil.rmtree(building, ignore_errors=True)
             raise
     return folder
+
+
+def generate_reply(model, tokenizer, conversation: str | list[dict[str, str]], max_new_tokens: int = 32) -> str:
+    """The model's greedy answer to one user message, or to a list of messages ending with a user turn."""
+    import torch
+
+    messages = [{"role": "user", "content": conversation}] if isinstance(conversation, str) else conversation
+    inputs = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    ).to(model.device)
+    with torch.no_grad():
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 def _build(folder: Path) -> None:
@@ -120,7 +138,7 @@ def _build(folder: Path) -> None:
     )
     model = LlamaForCausalLM(config)
     with torch.no_grad():
-        model.get_input_embeddings().weight.normal_(0.0, _EMBED_STD)
+        model.get_input_embeddings().weight.normal_(0.0, 0.1)
     _pretrain(model, tokenizer, rng)
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -135,8 +153,7 @@ def _train_tokenizer(rng: random.Random):
 
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    # Drop the space the pre-tokenizer put before the first segment, so that decoding an answer gives "cold",
-    # not " cold".
+    # Drop the space the pre-tokenizer put before the first segment, so that an answer decodes as "cold", not " cold".
     backend.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)])
     trainer = trainers.BpeTrainer(
         vocab_size=_VOCAB_SIZE,
@@ -144,8 +161,7 @@ def _train_tokenizer(rng: random.Random):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    corpus = [" ".join(_random_words(rng, 8)) for _ in range(2000)]
-    backend.train_from_iterator(corpus, trainer)
+    backend.train_from_iterator((" ".join(_random_words(rng, 8)) for _ in range(2000)), trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=SPECIAL_TOKENS["bos"],
@@ -161,60 +177,65 @@ def _random_words(rng: random.Random, count: int) -> list[str]:
     return [rng.choice(WORDS) for _ in range(count)]
 
 
-def _random_turn(rng: random.Random, previous_answer: str | None) -> tuple[str, str]:
+def _random_exchange(rng: random.Random, previous_answer: str | None) -> tuple[str, str]:
     """One (user, assistant) exchange exercising a generic skill over random words."""
-    words = _random_words(rng, rng.randint(1, 6))
+    words = _random_words(rng, rng.randint(1, _MAX_WORDS))
+    text = " ".join(words)
     skill = rng.random()
-    if skill < 0.45:
-        return " ".join(words), " ".join(words)
-    if skill < 0.65:
-        return "reverse: " + " ".join(words), " ".join(reversed(words))
-    if skill < 0.75:
-        return "first word: " + " ".join(words), words[0]
-    if skill < 0.85:
-        return "last word: " + " ".join(words), words[-1]
-    if skill < 0.93 or previous_answer is None:
-        return "count: " + " ".join(words), _NUMBERS[len(words)]
+    if skill < 0.5:
+        return text, text
+    if skill < 0.7:
+        return f"reverse: {text}", " ".join(reversed(words))
+    if skill < 0.78:
+        return f"first word: {text}", words[0]
+    if skill < 0.86:
+        return f"last word: {text}", words[-1]
+    if skill < 0.94 or previous_answer is None:
+        return f"count: {text}", _NUMBERS[len(words)]
     return "again", previous_answer
 
 
 def _random_conversation(rng: random.Random) -> list[tuple[str, str]]:
-    turns, previous = [], None
+    exchanges, previous = [], None
     for _ in range(rng.choice((1, 1, 2, 3))):
-        user, assistant = _random_turn(rng, previous)
-        turns.append((user, assistant))
-        previous = assistant
-    return turns
+        exchanges.append(_random_exchange(rng, previous))
+        previous = exchanges[-1][1]
+    return exchanges
+
+
+def _conversation_ids(tokenizer, exchanges: list[tuple[str, str]]) -> tuple[list[int], list[int]]:
+    """Token ids of a conversation as CHAT_TEMPLATE renders it, and labels that train on the assistant turns only.
+
+    Every message is its own segment between special tokens, so encoding them one by one gives the template's ids
+    (the tests check it) without rendering a template per row.
+    """
+    bos, eos, user, assistant = tokenizer.convert_tokens_to_ids(
+        [SPECIAL_TOKENS["bos"], SPECIAL_TOKENS["eos"], SPECIAL_TOKENS["user"], SPECIAL_TOKENS["assistant"]]
+    )
+    encoded = tokenizer([text for exchange in exchanges for text in exchange], add_special_tokens=False)["input_ids"]
+    ids, labels = [bos], [-100]
+    for question, answer in zip(encoded[::2], encoded[1::2]):
+        answer = answer + [eos]
+        ids += [user, *question, assistant, *answer]
+        labels += [-100] * (len(question) + 2) + answer
+    return ids, labels
 
 
 def _pretrain(model, tokenizer, rng: random.Random) -> None:
     import torch
 
-    special = {role: tokenizer.convert_tokens_to_ids(token) for role, token in SPECIAL_TOKENS.items()}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=_PRETRAIN_LR, weight_decay=0.0, betas=(0.9, _BETA2))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=_PRETRAIN_LR, total_steps=_PRETRAIN_STEPS, pct_start=0.05, anneal_strategy="cos"
-    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=_PRETRAIN_LR, betas=(0.9, 0.95), weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=_PRETRAIN_LR, total_steps=_PRETRAIN_STEPS,
+                                                    pct_start=0.05)
     model.train()
-    for _ in range(_PRETRAIN_STEPS):
-        conversations = [_random_conversation(rng) for _ in range(_PRETRAIN_BATCH)]
-        texts = [text for conversation in conversations for turn in conversation for text in turn]
-        encoded = iter(tokenizer(texts, add_special_tokens=False)["input_ids"])
-        rows = []
-        for conversation in conversations:
-            # The same ids as CHAT_TEMPLATE renders (tests check it), without rendering a template per row.
-            ids, labels = [special["bos"]], [-100]
-            for _turn in conversation:
-                user, answer = next(encoded), next(encoded) + [special["eos"]]
-                ids += [special["user"], *user, special["assistant"], *answer]
-                labels += [-100] * (len(user) + 2) + answer
-            rows.append((ids, labels))
+    for step in range(_PRETRAIN_STEPS):
+        rows = [_conversation_ids(tokenizer, _random_conversation(rng)) for _ in range(_PRETRAIN_BATCH)]
         width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.tensor([ids + [special["pad"]] * (width - len(ids)) for ids, _ in rows])
+        input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids, _ in rows])
         labels = torch.tensor([labels + [-100] * (width - len(labels)) for _, labels in rows])
-        attention_mask = (torch.arange(width)[None, :] < torch.tensor([len(ids) for ids, _ in rows])[:, None]).long()
+        attention_mask = (input_ids != tokenizer.pad_token_id).long()
         loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
-        if os.environ.get("DEMO_DEBUG") and _ % 50 == 0: print(_, loss.item(), width, flush=True)
+        if os.environ.get("DEMO_DEBUG") and step % 100 == 0: print(step, loss.item(), flush=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelforge import data, jobs
 from modelforge.config import JobConfig
 from modelforge.db import DatasetRecord, Job, database, init_database
 from modelforge.errors import ConfigError, DatasetError, JobError
+from modelforge.inference import ModelHost
 from modelforge.providers import PROVIDERS
 from modelforge.runner import JobRunner
 from modelforge.settings import Settings
@@ -27,6 +28,7 @@ SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
 class Engine:
     settings: Settings
     runner: JobRunner
+    model_host: ModelHost = field(default_factory=ModelHost)  # the playground's one loaded model, shared by all users
 
     @classmethod
     def from_env(cls, max_concurrent: int = 1) -> "Engine":
@@ -93,6 +95,13 @@ class Engine:
 
     def list_jobs(self) -> list[Job]:
         return list(Job.select().order_by(Job.id.desc()))
+
+    def completed_jobs(self) -> list[Job]:
+        return list(Job.select().where(Job.status == "completed").order_by(Job.id.desc()))
+
+    @staticmethod
+    def get_job(job_id: int) -> Job:
+        return jobs.get_job(job_id)
 
     def delete_job(self, job_id: int) -> None:
         """Remove a finished job, its metric points and its own output folder; never a running job."""

@@ -289,8 +289,3 @@ def load_chat_model(source: ModelSource):
             ) from exc
     model.eval()
     return model, tokenizer
-
-
-def model_host(engine) -> ModelHost:
-    """The server's one ModelHost, kept on the engine it serves."""
-    return engine.__dict__.setdefault("model_host", ModelHost())

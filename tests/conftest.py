@@ -13,11 +13,14 @@ from modelforge.settings import Settings
 
 
 @pytest.fixture(scope="session")
-def demo_models_dir(tmp_path_factory):
-    """The models folder holding the built demo model; built once per test session."""
+def demo_models_dir(request):
+    """The models folder holding the built demo model: built once, kept in pytest's cache between runs.
+
+    The folder is named after the demo recipe's version, so a changed recipe builds anew.
+    """
     from modelforge.demo_model import ensure_demo_model
 
-    models_dir = tmp_path_factory.mktemp("models")
+    models_dir = request.config.cache.mkdir("modelforge-models")
     ensure_demo_model(models_dir)
     return models_dir
 

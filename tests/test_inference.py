@@ -12,7 +12,7 @@ import pytest
 from modelforge.config import JobConfig
 from modelforge.db import Job
 from modelforge.errors import ModelLoadError
-from modelforge.inference import ModelHost, chat_messages, job_source, model_host, path_source
+from modelforge.inference import ModelHost, chat_messages, job_source, path_source
 
 LOAD_TIMEOUT = 120
 
@@ -136,5 +136,5 @@ def test_a_model_that_cannot_be_loaded_becomes_a_clear_status(host, tmp_path):
     assert not host.loading
 
 
-def test_the_engine_shares_one_host(engine):
-    assert model_host(engine) is model_host(engine)
+def test_the_engine_holds_one_host_for_every_user(engine):
+    assert isinstance(engine.model_host, ModelHost)

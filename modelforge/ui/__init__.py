@@ -20,12 +20,12 @@ def build_app(engine) -> gr.Blocks:
                 hardware_tab.build(engine)
             with gr.Tab("Finetune", id="finetune"):
                 on_load += finetune_tab.build(engine)
-            with gr.Tab("History", id="history"):
-                on_load += history_tab.build(engine)
             with gr.Tab("Playground", id="playground"):
                 on_load += playground_tab.build(engine)
             with gr.Tab("Hub", id="hub"):
                 on_load += hub_tab.build(engine)
+            with gr.Tab("History", id="history"):
+                on_load += history_tab.build(engine)
         for function, outputs in on_load:
             app.load(function, outputs=outputs)
     return app

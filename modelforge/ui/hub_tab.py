@@ -10,21 +10,21 @@ from functools import partial
 
 import gradio as gr
 
-from modelforge import hub, jobs
+from modelforge import hub
 from modelforge.errors import ModelForgeError
 from modelforge.ui.playground_tab import job_choices, refresh_jobs
 
 log = logging.getLogger(__name__)
 
 
-def push(job_id: int | None, repo_id: str, private: bool, token: str, progress=gr.Progress()) -> str:
+def push(engine, job_id: int | None, repo_id: str, private: bool, token: str, progress=gr.Progress()) -> str:
     if job_id is None:
         return "**Push failed:** choose a finished job to push."
     if not repo_id.strip():
         return "**Push failed:** type a repo id, e.g. your-name/my-model."
     try:
         url = hub.push_job(
-            jobs.get_job(job_id),
+            engine.get_job(job_id),
             repo_id,
             token=token.strip() or None,
             private=private,
@@ -55,5 +55,5 @@ def build(engine) -> list:
     result = gr.Markdown()
 
     refresh.click(partial(refresh_jobs, engine), outputs=job, api_name="hub_jobs")
-    push_button.click(push, inputs=[job, repo_id, private, token], outputs=result, api_name="hub_push")
+    push_button.click(partial(push, engine), inputs=[job, repo_id, private, token], outputs=result, api_name="hub_push")
     return [(partial(refresh_jobs, engine), job)]

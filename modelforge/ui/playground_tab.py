@@ -11,16 +11,15 @@ from functools import partial
 
 import gradio as gr
 
-from modelforge import jobs
 from modelforge.errors import ModelForgeError
-from modelforge.inference import ModelHost, job_source, model_host, path_source
+from modelforge.inference import ModelHost, job_source, path_source
 
 log = logging.getLogger(__name__)
 
 
 def job_choices(engine) -> list[tuple[str, int]]:
     """The completed jobs, newest first, as (label, job id) dropdown choices."""
-    return [(f"#{job.id} {job.name}", job.id) for job in engine.list_jobs() if job.status == "completed"]
+    return [(f"#{job.id} {job.name}", job.id) for job in engine.completed_jobs()]
 
 
 def refresh_jobs(engine) -> gr.Dropdown:
@@ -33,7 +32,7 @@ def load(engine, host: ModelHost, job_id: int | None, model_text: str):
         if model_text and model_text.strip():
             source = path_source(model_text)
         elif job_id is not None:
-            source = job_source(jobs.get_job(job_id), engine.settings)
+            source = job_source(engine.get_job(job_id), engine.settings)
         else:
             yield "Choose a finished job, or type a model folder or hub id."
             return
@@ -72,7 +71,7 @@ def chat(host: ModelHost, message: str, history: list, max_new_tokens: int, temp
 
 def build(engine) -> list:
     """Builds the tab; returns (function, outputs) pairs the app runs when a page loads."""
-    host = model_host(engine)
+    host = engine.model_host
     with gr.Row():
         job = gr.Dropdown(choices=job_choices(engine), value=None, label="Finished job", scale=3)
         refresh = gr.Button("↻ Refresh jobs", scale=1)
