@@ -64,13 +64,14 @@ hiss squeak hoot howl hello hi thanks please sorry goodbye name word sentence qu
 tail animal food place thing way part number much lives eats hole
 """.split()
 
-_NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 _SEED = 1234
 _VOCAB_SIZE = 1024  # most words of WORDS become one token; other text falls back to shorter pieces
-_PRETRAIN_STEPS = 1000
+_PRETRAIN_STEPS = 600
 _PRETRAIN_BATCH = 16
 _PRETRAIN_LR = 3e-3
 _MAX_WORDS = 5
+_REVERSE_SHARE = 0.0
+_TURNS = (1,)
 
 
 def ensure_demo_model(models_dir: Path) -> Path:
@@ -117,6 +118,17 @@ def generate_reply(model, tokenizer, conversation: str | list[dict[str, str]], m
 
 
 def _build(folder: Path) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _build_single_threaded(folder)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build_single_threaded(folder: Path) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -177,30 +189,16 @@ def _random_words(rng: random.Random, count: int) -> list[str]:
     return [rng.choice(WORDS) for _ in range(count)]
 
 
-def _random_exchange(rng: random.Random, previous_answer: str | None) -> tuple[str, str]:
-    """One (user, assistant) exchange exercising a generic skill over random words."""
+def _random_exchange(rng: random.Random) -> tuple[str, str]:
+    """One (user, assistant) exchange over random words: copy them, or reverse them."""
     words = _random_words(rng, rng.randint(1, _MAX_WORDS))
-    text = " ".join(words)
-    skill = rng.random()
-    if skill < 0.5:
-        return text, text
-    if skill < 0.7:
-        return f"reverse: {text}", " ".join(reversed(words))
-    if skill < 0.78:
-        return f"first word: {text}", words[0]
-    if skill < 0.86:
-        return f"last word: {text}", words[-1]
-    if skill < 0.94 or previous_answer is None:
-        return f"count: {text}", _NUMBERS[len(words)]
-    return "again", previous_answer
+    if rng.random() < _REVERSE_SHARE:
+        return "reverse: " + " ".join(words), " ".join(reversed(words))
+    return " ".join(words), " ".join(words)
 
 
 def _random_conversation(rng: random.Random) -> list[tuple[str, str]]:
-    exchanges, previous = [], None
-    for _ in range(rng.choice((1, 1, 2, 3))):
-        exchanges.append(_random_exchange(rng, previous))
-        previous = exchanges[-1][1]
-    return exchanges
+    return [_random_exchange(rng) for _ in range(rng.choice(_TURNS))]
 
 
 def _conversation_ids(tokenizer, exchanges: list[tuple[str, str]]) -> tuple[list[int], list[int]]:
@@ -221,6 +219,14 @@ def _conversation_ids(tokenizer, exchanges: list[tuple[str, str]]) -> tuple[list
     return ids, labels
 
 
+_CORRUPT = 0.0
+
+
+def _corrupt_answers(ids, labels, rng, vocab, eos):
+    return [rng.randrange(len(SPECIAL_TOKENS), vocab) if label != -100 and token != eos and rng.random() < _CORRUPT else token
+            for token, label in zip(ids, labels)]
+
+
 def _pretrain(model, tokenizer, rng: random.Random) -> None:
     import torch
 
@@ -230,6 +236,7 @@ def _pretrain(model, tokenizer, rng: random.Random) -> None:
     model.train()
     for step in range(_PRETRAIN_STEPS):
         rows = [_conversation_ids(tokenizer, _random_conversation(rng)) for _ in range(_PRETRAIN_BATCH)]
+        rows = [(_corrupt_answers(ids, labels, rng, len(tokenizer), tokenizer.eos_token_id), labels) for ids, labels in rows]
         width = max(len(ids) for ids, _ in rows)
         input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids, _ in rows])
         labels = torch.tensor([labels + [-100] * (width - len(labels)) for _, labels in rows])

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelforge import data, jobs
+from modelforge import data, hardware, jobs
 from modelforge.config import JobConfig
 from modelforge.db import DatasetRecord, Job, database, init_database
 from modelforge.errors import ConfigError, DatasetError, JobError
@@ -83,6 +83,11 @@ class Engine:
     @staticmethod
     def strategies() -> list[str]:
         return list(STRATEGIES)
+
+    def model_choices(self, task: str) -> list[str]:
+        """Hub ids recommended for this machine's hardware profile and the task (the demo model aside)."""
+        report = hardware.detect(self.settings.home)
+        return [entry["id"] for entry in hardware.recommended_models(hardware.profile(report), task) if entry["id"] != "demo"]
 
     def dataset_choices(self, task: str) -> list[tuple[str, str]]:
         """Saved datasets of this task, then the bundled sample for it."""

@@ -43,6 +43,7 @@ def test_detect_reports_simulated_gpus(monkeypatch, tmp_path):
     gpus = [("NVIDIA GeForce RTX 4090", 23.99, 20.5, (8, 9)), ("Tesla T4", 15.0, 14.6, (7, 5))]
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(gpus))
     monkeypatch.setattr(hardware, "_torch_version", lambda: "2.13.0+cu128")
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # other tests may have imported the CPU build
     report = detect(tmp_path)
 
     assert report.gpu_error is None

@@ -121,7 +121,7 @@ def _curves(view: dict) -> tuple[list[dict], list[dict]]:
 
 
 def build(engine) -> list:
-    """Returns (function, outputs) pairs the app runs when a page loads."""
+    """Returns (function, outputs, inputs) the app runs when a page loads or the tab is opened."""
     import pandas as pd
 
     job_id = gr.State(None)  # the job this page watches
@@ -207,8 +207,10 @@ def build(engine) -> list:
     def dataset_update(task_value):
         return gr.update(choices=engine.dataset_choices(task_value))
 
-    task.change(dataset_update, task, dataset)
-    dataset.focus(dataset_update, task, dataset)
+    def choices_update(task_value):
+        return dataset_update(task_value), gr.update(choices=[DEMO_MODEL, *engine.model_choices(task_value)])
+
+    task.change(choices_update, task, [dataset, model])
     preset.change(lambda p: _preset_values(p, keys), preset, components)
     start.click(start_job, [dataset, task, model, provider, strategy, *components], [job_id, message], api_name="start_training").then(
         show, job_id, watch_outputs
@@ -217,4 +219,4 @@ def build(engine) -> list:
     resume.click(lambda j: act(engine.runner.resume, j), job_id, message, api_name="resume_job")
     export.click(export_config, job_id, [config_file, cli], api_name="export_config")
     timer.tick(show, job_id, watch_outputs, show_progress="hidden", api_name="job_status")
-    return [(lambda: dataset_update("text-generation"), [dataset])]
+    return [(choices_update, [dataset, model], [task])]
