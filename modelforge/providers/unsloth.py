@@ -1,4 +1,4 @@
-"""Unsloth's fast kernels for causal LMs. Optional: it lives in its own environment (requirements-unsloth.txt)."""
+"""Unsloth's fast kernels for causal LMs. Optional: its version caps conflict with ours, so it needs its own environment."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class UnslothProvider:
 
         if importlib.util.find_spec("unsloth") is None:
             return Availability(
-                False, "unsloth is not installed; it needs its own environment (pip install -r requirements-unsloth.txt)"
+                False, "unsloth is not installed (it needs an environment of its own: its version caps conflict with ModelForge's)"
             )
         return Availability(False, "training through Unsloth is not wired into ModelForge yet")
 

@@ -141,7 +141,7 @@ def build(engine) -> list:
                     value="huggingface", label="Provider",
                 )
                 strategy = gr.Dropdown(engine.strategies(), value="sft", label="Strategy")
-            provider_notes = gr.Markdown(
+            gr.Markdown(
                 "\n".join(f"- **{name}**: {'available' if ok else reason}" for name, ok, reason in engine.providers())
             )
             preset = gr.Radio(list(PRESETS), value="balanced", label="Preset")
