@@ -63,11 +63,12 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from modelforge.demo_model import ensure_demo_model
+    from modelforge.settings import Settings
 
+    models = Settings.from_env().models_dir  # the demo model is built once and reused
+    model = ensure_demo_model(models)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        models = scratch / "models"
-        model = ensure_demo_model(models)
         ours, plain = [], []
         for round_number in range(args.rounds):
             home = scratch / f"home-{round_number}"
