@@ -338,9 +338,9 @@ def _percentile(ordered: list[int], fraction: float) -> float:
 
 
 def _demo_folder(settings: Settings) -> Path:
-    from modelforge.demo_model import ensure_demo_model
+    from modelforge.demo_model import ensure_demo_model_in_subprocess
 
-    return ensure_demo_model(settings.models_dir)
+    return ensure_demo_model_in_subprocess(settings.models_dir)
 
 
 @lru_cache(maxsize=16)
