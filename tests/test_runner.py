@@ -33,7 +33,7 @@ def _poll_until(runner, job_id, predicate, timeout=180):
 
 
 def test_cancel_saves_a_checkpoint_and_resume_finishes_the_same_job(engine, mapping_dataset):
-    job = engine.submit(_config(mapping_dataset["train"]))
+    job = engine.submit(_config(mapping_dataset["train"], max_steps=300))
     job = _poll_until(engine.runner, job.id, lambda j: j.stage == "training" and j.step >= 3)
 
     job = engine.cancel(job.id, wait=True)
@@ -41,15 +41,15 @@ def test_cancel_saves_a_checkpoint_and_resume_finishes_the_same_job(engine, mapp
     checkpoint = last_checkpoint(jobs.log_path(job).parent)
     assert checkpoint is not None, "cancel must leave a checkpoint"
     stopped_at = int(checkpoint.name.split("-")[1])
-    assert 3 <= stopped_at < 40
+    assert 3 <= stopped_at < 300
 
     engine.runner.resume(job.id)
     job = engine.runner.wait(job.id)
     assert job.status == "completed", job.error
-    assert job.step == 40
+    assert job.step == 300
     assert Job.select().count() == 1
     steps = [p.step for p in jobs.metric_points(job.id) if p.loss is not None]
-    assert steps[-1] == 40 and max(steps[: steps.index(stopped_at) + 1]) == stopped_at
+    assert steps[-1] == 300 and max(steps[: steps.index(stopped_at) + 1]) == stopped_at
     assert "resuming from" in jobs.log_path(job).read_text()
 
 
