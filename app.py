@@ -27,6 +27,8 @@ def main(argv=None) -> None:
         if not sep or not user or not password:
             raise SystemExit("--auth / MODELFORGE_AUTH must look like user:password")
         auth = (user, password)
+    if args.share and auth is None:
+        print("warning: --share makes this app public; protect it with --auth user:password or MODELFORGE_AUTH")
     engine = Engine.from_env()
     engine.runner.start()
     app = build_app(engine)

@@ -1,0 +1,62 @@
+"""The Finetune and History tabs through gradio_client: start a job, watch it train, cancel it, find it again."""
+
+import re
+import time
+
+from modelforge.config import JobConfig
+from modelforge.ui.finetune_tab import DEMO_MODEL, config_from_form
+
+
+def _wait_for_status(client, pattern: str, timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status, _, _ = client.predict(api_name="/job_status")
+        if re.search(pattern, status):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"status never matched {pattern!r}: {status}")
+
+
+def test_start_watch_and_cancel_a_job(app_client, mapping_dataset, engine):
+    message = app_client.predict(
+        dataset_value=str(mapping_dataset["train"]), param_6=400, param_7=16, param_9=0.003, param_26="ui-run",
+        api_name="/start_training",
+    )
+    assert message == "Queued job #1 (ui-run)."
+    status = _wait_for_status(app_client, r"stage: \*\*training\*\* · step [1-9]")
+    assert "Job #1 · ui-run" in status
+
+    _wait_for_status(app_client, r"loss \d")
+    _, losses, rates = app_client.predict(api_name="/job_status")
+    assert losses["data"] and rates["data"], (losses, rates)
+
+    assert "stopping at the next step" in app_client.predict(api_name="/cancel_job")
+    status = _wait_for_status(app_client, r"\*\*cancelled\*\*")
+    assert "checkpoint" in status
+    assert engine.get_job(1).status == "cancelled"
+
+    table, _ = app_client.predict(api_name="/history")
+    assert table["data"][0][:3] == [1, "ui-run", "cancelled"]
+    path, command = app_client.predict(api_name="/export_config")
+    assert command == "python -m modelforge train ui-run.yaml"
+    exported = JobConfig.load(path)
+    assert exported.training.max_steps == 400 and exported.output_dir is None
+
+
+def test_a_bad_form_is_refused_with_the_reason(app_client, tmp_path):
+    message = app_client.predict(dataset_value=str(tmp_path / "missing.jsonl"), api_name="/start_training")
+    assert message.startswith("**Could not start:**") and "not found" in message
+    message = app_client.predict(
+        dataset_value=str(tmp_path / "missing.jsonl"), param_11=1.5, api_name="/start_training"
+    )
+    assert "training.warmup_ratio" in message
+
+
+def test_form_values_become_the_job_config():
+    keys = ["training.epochs", "training.max_steps", "use_lora", "lora.target_modules", "quantization", "name"]
+    config = config_from_form("d.jsonl", "chat", DEMO_MODEL, "huggingface", "sft", keys, [2.0, 10, False, "q_proj, v_proj", "4bit", "n1"])
+    assert config.model is None and config.lora is None and config.quantization == "4bit"
+    assert config.training.epochs == 2.0 and config.training.max_steps == 10 and config.name == "n1"
+    config = config_from_form("d.jsonl", "chat", "org/model", "huggingface", "sft", keys, [1.0, -1, True, "q_proj, v_proj", "none", ""])
+    assert config.model == "org/model" and config.lora.target_modules == ["q_proj", "v_proj"] and config.quantization is None
