@@ -89,3 +89,43 @@ def mapping_dataset():
     from pathlib import Path
 
     return {"train": Path(__file__).resolve().parent.parent / "assets" / "samples" / "text-generation.jsonl"}
+
+
+@pytest.fixture
+def finished_job(engine, demo_model_path):
+    """A completed LoRA job without training: the demo model with a fresh r=4 adapter, saved like a real run."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from modelforge.config import JobConfig
+    from modelforge.db import Job
+
+    name = "playground-lora"
+    torch.manual_seed(0)
+    output_dir = engine.settings.runs_dir / name
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(demo_model_path),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    model.save_pretrained(output_dir)
+    AutoTokenizer.from_pretrained(demo_model_path).save_pretrained(output_dir)
+    (output_dir / "train.log").write_text("step 10 loss 0.5\n")
+    (output_dir / "checkpoint-10").mkdir()
+    (output_dir / "checkpoint-10" / "optimizer.pt").write_bytes(b"not uploaded")
+    config = JobConfig(name=name, dataset="assets/samples/animals.jsonl", model=None, output_dir=str(output_dir))
+    (output_dir / "modelforge.yaml").write_text(config.to_yaml())
+    metrics = {"train_loss": 0.5, "eval_loss": 0.75, "steps": 10}
+    (output_dir / "metrics.json").write_text(json.dumps(metrics))
+    return Job.create(
+        name=name,
+        config=config.to_json(),
+        status="completed",
+        stage="completed",
+        output_dir=str(output_dir),
+        step=10,
+        total_steps=10,
+        metrics=json.dumps(metrics),
+    )

@@ -10,14 +10,8 @@ from huggingface_hub import constants
 
 from modelforge import jobs
 from modelforge.hub import HubError, push_job, upload_files
-from test_inference import make_finished_job
 
 TOKEN = "hf_NeverStoreThisSecret0123456789"
-
-
-@pytest.fixture
-def finished_job(engine, demo_model_path):
-    return make_finished_job(engine, demo_model_path)
 
 
 @pytest.fixture

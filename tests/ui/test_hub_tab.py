@@ -2,16 +2,15 @@
 
 from huggingface_hub import constants
 
-from test_inference import make_finished_job
 
 TOKEN = "hf_NeverStoreThisSecret0123456789"
 
 
-def test_hub_push_shows_clear_errors(engine, demo_model_path, app_client, monkeypatch, tmp_path):
+def test_hub_push_shows_clear_errors(engine, finished_job, app_client, monkeypatch, tmp_path):
     for name in ("HF_TOKEN", "HUGGINGFACE_TOKEN", "HF_OIDC_RESOURCE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    job = make_finished_job(engine, demo_model_path)
+    job = finished_job
 
     assert app_client.predict(api_name="/hub_jobs")["choices"] == [[f"#{job.id} playground-lora", job.id]]
     assert app_client.predict(None, "alice/demo", True, "", api_name="/hub_push") == (

@@ -4,11 +4,10 @@ import pytest
 from gradio_client.exceptions import AppError
 
 from modelforge.db import Job
-from test_inference import make_finished_job
 
 
-def test_playground_lists_loads_chats_and_unloads(engine, demo_model_path, app_client):
-    job = make_finished_job(engine, demo_model_path)
+def test_playground_lists_loads_chats_and_unloads(engine, finished_job, app_client):
+    job = finished_job
     Job.create(name="broken", config=job.config, status="failed", output_dir=job.output_dir)
 
     assert app_client.predict(api_name="/playground_jobs")["choices"] == [[f"#{job.id} playground-lora", job.id]]
