@@ -100,11 +100,15 @@ def test_upload_train_reload_and_chat_in_a_real_browser(server, tmp_path):
         _visible(page.get_by_role("option", name=re.compile(r"^words"))).click()
         expect(dataset).to_have_value(re.compile(r"^words"))
         _visible(page.get_by_text("Advanced")).click()
-        _visible(page.get_by_label("max steps (-1: use epochs)")).fill("500")
-        _visible(page.get_by_label("batch size", exact=True)).fill("16")
-        _visible(page.get_by_label("learning rate", exact=True)).fill("0.003")
+        for label, value in (("max steps (-1: use epochs)", "500"), ("batch size", "16"), ("learning rate", "0.003")):
+            field = _visible(page.get_by_label(label, exact=True))
+            field.fill(value)
+            field.press("Tab")  # a number field hands its value to the app when it loses focus
+            expect(field).to_have_value(value)
+        page.wait_for_timeout(500)
         _visible(page.get_by_role("button", name="Start training")).click()
         expect(page.locator("#job-status")).to_contain_text("Job #1", timeout=30_000)
+        expect(page.locator("#job-status")).to_contain_text("/500", timeout=60_000)
         before_reload = _wait_for_step_above(page, 5)
         expect(page.locator("#loss-chart canvas, #loss-chart svg").first).to_be_visible(timeout=60_000)
         page.screenshot(path=shots / "2-training.png", full_page=True)
