@@ -58,6 +58,17 @@ def _visible(locator):
     return locator.filter(visible=True).first
 
 
+def _set_number(field, value: str) -> None:
+    """Type into a number field until the app keeps the value (fields in a just-opened accordion may re-mount)."""
+    for _ in range(5):
+        field.fill(value)
+        field.press("Tab")  # a number field hands its value to the app when it loses focus
+        field.page.wait_for_timeout(400)
+        if field.input_value() == value:
+            return
+    raise AssertionError(f"the field kept {field.input_value()!r} instead of {value!r}")
+
+
 def _step(page) -> tuple[int, int]:
     match = re.search(r"step (\d+)/(\d+)", page.locator("#job-status").inner_text())
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
@@ -101,11 +112,7 @@ def test_upload_train_reload_and_chat_in_a_real_browser(server, tmp_path):
         expect(dataset).to_have_value(re.compile(r"^words"))
         _visible(page.get_by_text("Advanced")).click()
         for label, value in (("max steps (-1: use epochs)", "500"), ("batch size", "16"), ("learning rate", "0.003")):
-            field = _visible(page.get_by_label(label, exact=True))
-            field.fill(value)
-            field.press("Tab")  # a number field hands its value to the app when it loses focus
-            expect(field).to_have_value(value)
-        page.wait_for_timeout(500)
+            _set_number(_visible(page.get_by_label(label, exact=True)), value)
         _visible(page.get_by_role("button", name="Start training")).click()
         expect(page.locator("#job-status")).to_contain_text("Job #1", timeout=30_000)
         expect(page.locator("#job-status")).to_contain_text("/500", timeout=60_000)
