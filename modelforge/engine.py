@@ -13,13 +13,13 @@ from pathlib import Path
 from modelforge import data, hardware, jobs
 from modelforge.config import JobConfig
 from modelforge.db import DatasetRecord, Job, database, init_database
-from modelforge.errors import ConfigError, DatasetError, JobError
+from modelforge.errors import DatasetError, JobError
 from modelforge.inference import ModelHost
 from modelforge.providers import PROVIDERS
 from modelforge.runner import JobRunner
 from modelforge.settings import Settings
 from modelforge.strategies import STRATEGIES
-from modelforge.training import resolve_dataset_source
+from modelforge.training import resolve_dataset_source, runnable_strategy
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
 
@@ -44,16 +44,7 @@ class Engine:
 
     def check(self, config: JobConfig) -> None:
         """Everything that can be known to be wrong before a worker starts, as one clear error."""
-        strategy = STRATEGIES.get(config.strategy)
-        if strategy is None:
-            raise ConfigError(f"strategy: {config.strategy} is not available yet; available: {', '.join(STRATEGIES)}")
-        if config.task not in strategy.tasks:
-            raise ConfigError(
-                f"task: strategy {config.strategy} supports {', '.join(strategy.tasks)}, not {config.task}"
-            )
-        availability = PROVIDERS[config.provider].availability()
-        if not availability.available:
-            raise ConfigError(f"provider: {config.provider} is unavailable: {availability.reason}")
+        strategy = runnable_strategy(config)
         source = resolve_dataset_source(config.dataset)
         if data.is_hub_id(source):
             return  # validated by the worker once downloaded

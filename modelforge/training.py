@@ -65,6 +65,22 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     return max(checkpoints, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
+def runnable_strategy(config: JobConfig):
+    """The config's strategy, once it is known to run here with the config's task and provider."""
+    from modelforge.providers import PROVIDERS
+    from modelforge.strategies import STRATEGIES
+
+    strategy = STRATEGIES.get(config.strategy)
+    if strategy is None:
+        raise ConfigError(f"strategy: {config.strategy} is not available yet; available: {', '.join(STRATEGIES)}")
+    if config.task not in strategy.tasks:
+        raise ConfigError(f"task: strategy {config.strategy} supports {', '.join(strategy.tasks)}, not {config.task}")
+    availability = PROVIDERS[config.provider].availability()
+    if not availability.available:
+        raise UnavailableError(f"provider: {config.provider} is unavailable: {availability.reason}")
+    return strategy
+
+
 def _check_cancel(job_id: int) -> None:
     if jobs.cancel_requested(job_id):
         raise JobCancelled("Cancelled before training started.")
@@ -75,22 +91,12 @@ def run_job(job: Job, settings: Settings) -> None:
 
     from modelforge.progress import ProgressCallback
     from modelforge.providers import PROVIDERS
-    from modelforge.strategies import STRATEGIES
 
     config = JobConfig.from_json(job.config)
     output_dir = Path(job.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    strategy = STRATEGIES.get(config.strategy)
-    if strategy is None:
-        raise UnavailableError(
-            f"Strategy {config.strategy} is not available yet; available: {', '.join(STRATEGIES)}."
-        )
-    if config.task not in strategy.tasks:
-        raise ConfigError(f"Strategy {config.strategy} does not support task {config.task} yet.")
+    strategy = runnable_strategy(config)
     provider = PROVIDERS[config.provider]
-    availability = provider.availability()
-    if not availability.available:
-        raise UnavailableError(f"Provider {config.provider} is unavailable: {availability.reason}.")
 
     jobs.set_stage(job.id, "loading model")
     runtime = resolve_runtime(config)
