@@ -75,6 +75,8 @@ def runnable_strategy(config: JobConfig):
         raise ConfigError(f"strategy: {config.strategy} is not available yet; available: {', '.join(STRATEGIES)}")
     if config.task not in strategy.tasks:
         raise ConfigError(f"task: strategy {config.strategy} supports {', '.join(strategy.tasks)}, not {config.task}")
+    if strategy.quantization and config.lora is None:
+        raise ConfigError(f"lora: strategy {config.strategy} trains LoRA adapters on a quantized model; it cannot be null")
     availability = PROVIDERS[config.provider].availability()
     if not availability.available:
         raise UnavailableError(f"provider: {config.provider} is unavailable: {availability.reason}")
@@ -101,6 +103,8 @@ def run_job(job: Job, settings: Settings) -> None:
     jobs.set_stage(job.id, "loading model")
     runtime = resolve_runtime(config)
     log.info("runtime: device=%s precision=%s gradient_checkpointing=%s", *vars(runtime).values())
+    if strategy.quantization:
+        config = config.model_copy(update={"quantization": strategy.quantization})
     loaded = provider.load(config, runtime, resolve_model_path(config, settings))
     _check_cancel(job.id)
 

@@ -16,6 +16,10 @@ from modelforge.db import init_database
 from modelforge.errors import JobCancelled, ModelForgeError
 from modelforge.settings import Settings
 
+CPU_4BIT_HINT = (
+    "4-bit training on this CPU needs every linear layer's output size to be a multiple of 32 "
+    "(bitsandbytes repacks the weights in blocks); this model has one that is not. Use the sft strategy, or a GPU."
+)
 OUT_OF_MEMORY_HINT = (
     "Out of memory: lower training.batch_size or training.max_length, turn on gradient_checkpointing, "
     "or use the qlora strategy."
@@ -49,7 +53,13 @@ def main(argv: list[str]) -> int:
         return 1
     except Exception as exc:  # the worker's top: record whatever went wrong
         logging.error("job failed:\n%s", traceback.format_exc())
-        message = OUT_OF_MEMORY_HINT if "out of memory" in str(exc).lower() else f"{type(exc).__name__}: {exc}"
+        text = str(exc)
+        if "out of memory" in text.lower():
+            message = OUT_OF_MEMORY_HINT
+        elif "divisible by block_n" in text:
+            message = CPU_4BIT_HINT
+        else:
+            message = f"{type(exc).__name__}: {exc}"
         jobs.finish(job_id, "failed", error=message)
         return 1
     return 0

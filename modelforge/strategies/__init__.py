@@ -33,4 +33,12 @@ STRATEGIES: dict[str, Strategy] = {
         build_trainer=sft.build_trainer,
         tasks=("text-generation", "chat", "summarization"),
     ),
+    "qlora": Strategy(
+        name="qlora",
+        description="SFT of LoRA adapters on the base model loaded in 4-bit NF4: the memory of a model four times smaller.",
+        prepare_rows=sft.to_sft_rows,
+        build_trainer=sft.build_trainer,
+        tasks=("text-generation", "chat", "summarization"),
+        quantization="4bit",
+    ),
 }
