@@ -5,7 +5,7 @@ A strategy declares the dataset fields it needs for a task and builds one traine
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from modelforge.strategies import sft
@@ -25,20 +25,21 @@ class Strategy:
         return TASKS[task].fields
 
 
+SFT = Strategy(
+    name="sft",
+    description="Supervised fine-tuning on input/output pairs or conversations; LoRA unless lora is null.",
+    prepare_rows=sft.to_sft_rows,
+    build_trainer=sft.build_trainer,
+    tasks=("text-generation", "chat", "summarization"),
+)
+
 STRATEGIES: dict[str, Strategy] = {
-    "sft": Strategy(
-        name="sft",
-        description="Supervised fine-tuning on input/output pairs or conversations; LoRA unless lora is null.",
-        prepare_rows=sft.to_sft_rows,
-        build_trainer=sft.build_trainer,
-        tasks=("text-generation", "chat", "summarization"),
-    ),
-    "qlora": Strategy(
+    "sft": SFT,
+    # QLoRA is the SFT recipe on a base loaded in 4-bit, not a second copy of it.
+    "qlora": replace(
+        SFT,
         name="qlora",
         description="SFT of LoRA adapters on the base model loaded in 4-bit NF4: the memory of a model four times smaller.",
-        prepare_rows=sft.to_sft_rows,
-        build_trainer=sft.build_trainer,
-        tasks=("text-generation", "chat", "summarization"),
         quantization="4bit",
     ),
 }
