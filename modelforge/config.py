@@ -55,6 +55,16 @@ class LoraConfig(_Section):
     target_modules: str | list[str] = Field("all-linear", description="Layers to adapt: all-linear or a list of names.")
 
 
+class EvaluationConfig(_Section):
+    compare_base: bool = Field(True, description="Also score the base model on the same held-out rows: a before/after table.")
+    max_samples: int = Field(64, ge=1, description="Held-out rows scored by generation (greedy); loss uses them all.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest generated answer when scoring by generation.")
+
+
+class PreferenceConfig(_Section):
+    beta: float = Field(0.1, gt=0, description="dpo and rlhf: how strongly the policy is held close to its reference.")
+
+
 class JobConfig(_Section):
     name: str = Field(default_factory=lambda: datetime.now().strftime("run-%Y%m%d-%H%M%S"))
     task: TaskName = "text-generation"
@@ -63,10 +73,13 @@ class JobConfig(_Section):
     strategy: StrategyName = "sft"
     dataset: str = Field(description="Local file (jsonl/json/csv/parquet), a saved dataset name, or a hub dataset id.")
     columns: dict[str, str] = Field(default_factory=dict, description="Task field -> column of the data file.")
+    eval_dataset: str | None = Field(None, description="Held-out rows from their own source; None holds out eval_split.")
     output_dir: str | None = Field(None, description="Where the run's files go; default: runs/<name> in the data folder.")
     quantization: Quantization | None = Field(None, description="Load the base model in 4 or 8 bits.")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     lora: LoraConfig | None = Field(default_factory=LoraConfig, description="null: full fine-tuning.")
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @field_validator("name")
     @classmethod
