@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelforge.errors import ConfigError
 from modelforge.tasks import TASKS
@@ -20,6 +20,9 @@ StrategyName = Literal["sft", "qlora", "dpo", "rlhf"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
 Quantization = Literal["4bit", "8bit"]
+# The common preference losses of TRL's DPOConfig.loss_type (the rest need extra settings or are experimental).
+PreferenceLoss = Literal["sigmoid", "ipo", "hinge", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down"]
+RlAlgorithm = Literal["grpo", "rloo"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -57,12 +60,25 @@ class LoraConfig(_Section):
 
 class EvaluationConfig(_Section):
     compare_base: bool = Field(True, description="Also score the base model on the same held-out rows: a before/after table.")
-    max_samples: int = Field(64, ge=1, description="Held-out rows scored by generation (greedy); loss uses them all.")
+    max_samples: int = Field(64, ge=1, description="Held-out rows scored (reference loss and greedy generation).")
     max_new_tokens: int = Field(64, ge=1, description="Longest generated answer when scoring by generation.")
 
 
 class PreferenceConfig(_Section):
-    beta: float = Field(0.1, gt=0, description="dpo and rlhf: how strongly the policy is held close to its reference.")
+    beta: float = Field(
+        0.1, gt=0, description="dpo and rlhf: how strongly the policy is held close to its reference (rlhf: the KL penalty)."
+    )
+    loss_type: PreferenceLoss = Field(
+        "sigmoid", description="dpo: sigmoid (DPO), ipo, hinge (SLiC), bco_pair, sppo_hard, nca_pair, apo_zero or apo_down."
+    )
+    rl_algorithm: RlAlgorithm = Field("grpo", description="rlhf stage 2: the online RL algorithm, grpo or rloo.")
+    num_generations: int = Field(
+        4, ge=2, description="rlhf: answers sampled per prompt and compared; training.batch_size must be a multiple of it."
+    )
+    max_completion_length: int = Field(64, ge=1, description="rlhf: longest sampled answer, in tokens.")
+    reward_model_steps: int = Field(
+        -1, ge=-1, description="rlhf stage 1: optimizer steps of the reward model; -1 trains it for training.epochs."
+    )
 
 
 class JobConfig(_Section):
@@ -71,6 +87,11 @@ class JobConfig(_Section):
     model: str | None = Field(None, description="Hub id or local folder; None uses the built-in demo model.")
     provider: ProviderName = "huggingface"
     strategy: StrategyName = "sft"
+    init_from: str | None = Field(
+        None,
+        description="dpo and rlhf: start from the LoRA adapter of a finished job, given as the job's id or the adapter's "
+        "folder; with model empty, that job's (or adapter's) base model is used.",
+    )
     dataset: str = Field(description="Local file (jsonl/json/csv/parquet), a saved dataset name, or a hub dataset id.")
     columns: dict[str, str] = Field(default_factory=dict, description="Task field -> column of the data file.")
     eval_dataset: str | None = Field(None, description="Held-out rows from their own source; None holds out eval_split.")
@@ -100,6 +121,25 @@ class JobConfig(_Section):
             if unknown:
                 raise ValueError(f"unknown field {', '.join(unknown)}; the fields are {', '.join(sorted(allowed))}")
         return value
+
+    @field_validator("init_from", mode="before")
+    @classmethod
+    def _job_id_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value  # `init_from: 3` in YAML names job 3
+
+    @model_validator(mode="after")
+    def _check_preference_settings(self) -> "JobConfig":
+        if self.init_from is not None and self.strategy not in ("dpo", "rlhf"):
+            raise ValueError(f"init_from: only the dpo and rlhf strategies start from a finished job, not {self.strategy}")
+        if self.init_from is not None and self.lora is None:
+            raise ValueError("init_from: the adapter it names is trained further, so lora cannot be null")
+        generations = self.preference.num_generations
+        if self.strategy == "rlhf" and self.training.batch_size % generations:
+            raise ValueError(
+                f"training.batch_size: rlhf compares preference.num_generations ({generations}) answers per prompt "
+                f"within a batch, so the batch size must be a multiple of it (got {self.training.batch_size})"
+            )
+        return self
 
     # -- serialisation -------------------------------------------------------------------------------
     @classmethod
@@ -163,7 +203,7 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem, naming the key and what it accepts."""
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        key = ".".join(str(part) for part in error["loc"])
         if error["type"] == "literal_error":
             allowed = error["ctx"]["expected"].replace("'", "")
             message = f"must be one of {allowed} (got {error['input']!r})"
@@ -173,7 +213,7 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
             message = "is required"
         else:
             message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{key}: {message}")
+        lines.append(f"{key}: {message}" if key else message)  # a check across keys names its keys itself
     return f"Invalid {source}:\n  " + "\n  ".join(lines)
 
 

@@ -45,12 +45,13 @@ class Engine:
     def check(self, config: JobConfig) -> None:
         """Everything that can be known to be wrong before a worker starts, as one clear error."""
         strategy = runnable_strategy(config)
-        source = resolve_dataset_source(config.dataset)
-        if data.is_hub_id(source):
-            return  # validated by the worker once downloaded
-        report = data.validate(source, config.task, config.columns or None, strategy.fields(config.task))
-        if not report.ok:
-            raise DatasetError(report.summary())
+        for key, value in (("dataset", config.dataset), ("eval_dataset", config.eval_dataset)):
+            source = resolve_dataset_source(value) if value else None
+            if source is None or data.is_hub_id(source):
+                continue  # a hub dataset is validated by the worker once downloaded
+            report = data.validate(source, config.task, config.columns or None, strategy.fields(config.task))
+            if not report.ok:
+                raise DatasetError(report.summary() if key == "dataset" else f"eval_dataset: {report.summary()}")
 
     def submit(self, config: JobConfig) -> Job:
         self.check(config)

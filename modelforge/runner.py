@@ -56,10 +56,10 @@ class JobRunner:
 
     # -- queueing ----------------------------------------------------------------------------------
     def submit(self, config: JobConfig) -> Job:
-        """Queue a job. The config's dataset path is made absolute so the worker finds it from anywhere."""
-        dataset = Path(config.dataset).expanduser()
-        if dataset.exists():
-            config = config.model_copy(update={"dataset": str(dataset.resolve())})
+        """Queue a job. The config's dataset paths are made absolute so the worker finds them from anywhere."""
+        sources = {"dataset": config.dataset, "eval_dataset": config.eval_dataset}
+        local = {key: Path(value).expanduser() for key, value in sources.items() if value and Path(value).expanduser().exists()}
+        config = config.model_copy(update={key: str(path.resolve()) for key, path in local.items()})
         output_dir = self._output_dir(config)
         output_dir.mkdir(parents=True, exist_ok=True)
         config = config.model_copy(update={"output_dir": str(output_dir)})

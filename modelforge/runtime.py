@@ -23,6 +23,16 @@ class Runtime:
 
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
 
+    def describe(self) -> str:
+        """The hardware a job trained on, in words, for its record and model card."""
+        import os
+
+        import torch
+
+        if self.device == "cuda":
+            return f"{torch.cuda.get_device_name(0)} ({self.precision})"
+        return f"CPU ({os.cpu_count()} cores, {self.precision})"
+
 
 def resolve_runtime(config: JobConfig) -> Runtime:
     import torch

@@ -8,9 +8,9 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from modelforge import data, jobs
+from modelforge import data, evaluation, jobs
 from modelforge.config import JobConfig
 from modelforge.db import DatasetRecord, Job
 from modelforge.errors import ConfigError, JobCancelled, UnavailableError
@@ -35,6 +35,8 @@ class TrainingRun:
     eval_dataset: Any
     output_dir: Path
     callbacks: list = field(default_factory=list)
+    # (prompts, answers) -> rewards: set by a strategy that trains a reward model, to score generations with it.
+    reward: Callable[[list, list[str]], list[float]] | None = None
 
 
 def resolve_model_path(config: JobConfig, settings: Settings) -> str:
@@ -109,10 +111,15 @@ def run_job(job: Job, settings: Settings) -> None:
     _check_cancel(job.id)
 
     jobs.set_stage(job.id, "preparing data")
-    records = data.load_records(
-        resolve_dataset_source(config.dataset), config.task, config.columns or None, strategy.fields(config.task)
-    )
-    train_records, eval_records = split_records(records, config.training.eval_split, config.training.seed)
+    def read(source: str) -> list[dict]:
+        return data.load_records(
+            resolve_dataset_source(source), config.task, config.columns or None, strategy.fields(config.task)
+        )
+
+    if config.eval_dataset:
+        train_records, eval_records = read(config.dataset), read(config.eval_dataset)
+    else:
+        train_records, eval_records = split_records(read(config.dataset), config.training.eval_split, config.training.seed)
     log.info("data: %d training rows, %d held out", len(train_records), len(eval_records))
     def to_dataset(rows: list[dict]):
         return Dataset.from_list(strategy.prepare_rows(rows, config.task, loaded.tokenizer))
@@ -133,6 +140,15 @@ def run_job(job: Job, settings: Settings) -> None:
         callbacks=[progress],
     )
     trainer = strategy.build_trainer(run)
+    base_predictions = None
+    if eval_records and config.evaluation.compare_base:
+        base_predictions = evaluation.load_base_predictions(output_dir) if job.resume else None
+        if base_predictions is None:
+            # Scored before training, on the model about to be trained (a fresh LoRA adapter changes nothing yet).
+            jobs.set_stage(job.id, "evaluating base model")
+            base_predictions = evaluation.predict(trainer.model, loaded.tokenizer, config, eval_records)
+            evaluation.save_base_predictions(output_dir, base_predictions)
+        _check_cancel(job.id)
     checkpoint = last_checkpoint(output_dir) if job.resume else None
     if checkpoint:
         log.info("resuming from %s", checkpoint)
@@ -152,11 +168,14 @@ def run_job(job: Job, settings: Settings) -> None:
         "tokens": trainer.state.num_input_tokens_seen,
     }
     metrics["tokens_per_second"] = metrics["tokens"] / max(metrics["train_runtime"], 1e-9)
-    if eval_dataset is not None:
+    metrics["hardware"] = runtime.describe()
+    if eval_records:
         jobs.set_stage(job.id, "evaluating")
-        evaluation = trainer.evaluate()
-        metrics["eval_loss"] = evaluation["eval_loss"]
-        jobs.record_metrics(job.id, step=trainer.state.global_step, eval_loss=evaluation["eval_loss"])
+        if eval_dataset is not None:
+            metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+            jobs.record_metrics(job.id, step=trainer.state.global_step, eval_loss=metrics["eval_loss"])
+        tuned_predictions = evaluation.predict(trainer.model, loaded.tokenizer, config, eval_records)
+        metrics["evaluation"] = evaluation.compare(config, eval_records, tuned_predictions, base_predictions, run.reward)
 
     jobs.set_stage(job.id, "saving")
     trainer.save_model(str(output_dir))

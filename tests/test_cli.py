@@ -109,6 +109,14 @@ def test_lora_sft_through_the_cli_learns_an_unseen_word_mapping(tmp_path, settin
         assert (output_dir / name).exists(), name
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert job.final_metrics == metrics and metrics["steps"] == 80 and "eval_loss" in metrics
+    # The same held-out rows, scored for the base model before training and the tuned model after it.
+    table = metrics["evaluation"]["metrics"]
+    assert metrics["evaluation"]["rows"] == metrics["evaluation"]["generated_rows"] >= 10
+    assert table["exact_match"]["tuned"] >= 80 and table["exact_match"]["base"] <= 20
+    assert table["rougeL"]["tuned"] > table["rougeL"]["base"] + 0.5
+    assert table["perplexity"]["tuned"] < table["perplexity"]["base"] / 10
+    example = metrics["evaluation"]["examples"][0]
+    assert set(example) == {"input", "expected", "base", "tuned"}
     points = jobs.metric_points(job.id)
     losses = [p.loss for p in points if p.loss is not None]
     assert len(losses) >= 10 and losses[-1] < losses[0] / 4

@@ -1,0 +1,248 @@
+"""Before/after evaluation: the base model and the tuned model answer the same held-out rows, scored alike.
+
+A model's answers are collected first (`predict`), then scored (`compare`), so the base model's answers can be
+taken before training starts, from the very model that is about to be trained, with no second copy in memory.
+Generation is greedy and bounded by `evaluation.max_samples` rows and `evaluation.max_new_tokens` tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from modelforge import metrics
+from modelforge.config import JobConfig
+
+BASE_PREDICTIONS_FILE = "evaluation-base.json"  # kept so a resumed job does not score its base again
+EXAMPLES = 5  # held-out rows shown with both models' answers
+GENERATION_BATCH = 8
+
+
+def kind_of(config: JobConfig, model) -> str:
+    """How a model is scored on the config's task: generation, span, or preference."""
+    if config.strategy in ("dpo", "rlhf"):
+        return "preference"
+    if config.task == "extractive-qa":
+        return "span"
+    return "seq2seq" if getattr(model.config, "is_encoder_decoder", False) else "generation"
+
+
+def predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[str, Any]:
+    """One model's answers on held-out rows (and its loss on their references), as JSON-ready data for `compare`."""
+    kind = kind_of(config, model)
+    sample = records[: config.evaluation.max_samples]
+    result: dict[str, Any] = {"kind": kind, "loss": None}
+    if kind == "generation":
+        result["loss"] = completion_loss(model, tokenizer, config, sample)
+        result["texts"] = generate(model, tokenizer, causal_prompts(sample, config.task, tokenizer), config.evaluation.max_new_tokens)
+    elif kind == "seq2seq":
+        from modelforge.prediction import generate_summary
+
+        result["loss"] = completion_loss(model, tokenizer, config, sample)
+        result["texts"] = [
+            generate_summary(model, tokenizer, record["input"], config.evaluation.max_new_tokens) for record in sample
+        ]
+    elif kind == "span":
+        from modelforge.prediction import answer_question
+
+        result["texts"] = [
+            answer_question(model, tokenizer, record["question"], record["context"], max_length=config.training.max_length)[
+                "text"
+            ]
+            for record in sample
+        ]
+    else:
+        from modelforge.strategies.dpo import preference_scores
+
+        scores = preference_scores(model, tokenizer, sample)
+        result["chosen"], result["rejected"] = [list(column) for column in zip(*scores)] if scores else ([], [])
+        prompts = causal_prompts(sample, "text-generation", tokenizer, field="prompt")
+        result["texts"] = generate(model, tokenizer, prompts, config.evaluation.max_new_tokens)
+    return result
+
+
+def references(config: JobConfig, records: list[dict]) -> list[str]:
+    if config.task == "extractive-qa":
+        return [record["answer"]["text"] for record in records]
+    if config.task == "chat":
+        return [record["messages"][-1]["content"] for record in records]
+    return [record["output"] for record in records]
+
+
+def compare(
+    config: JobConfig, records: list[dict], tuned: dict[str, Any], base: dict[str, Any] | None, reward=None
+) -> dict[str, Any]:
+    """The before/after table: {"metrics": {name: {"base": value or None, "tuned": value}}, "examples": [...]}.
+
+    `reward`, when given, scores (prompt, answer) pairs: the mean reward of each model's generations is reported.
+    """
+    sample = records[: config.evaluation.max_samples]
+    table: dict[str, dict[str, float | None]] = {}
+    for label, predictions in (("tuned", tuned), ("base", base)):
+        if predictions is None:
+            continue
+        for name, value in score(config, sample, predictions, reward).items():
+            table.setdefault(name, {"base": None, "tuned": None})[label] = value
+    return {
+        "rows": len(records),
+        "generated_rows": len(sample),
+        "metrics": table,
+        "examples": _examples(config, sample, tuned, base),
+    }
+
+
+def score(config: JobConfig, sample: list[dict], predictions: dict[str, Any], reward=None) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    if predictions["loss"] is not None:
+        scores["perplexity"] = metrics.perplexity(predictions["loss"])
+    texts = predictions["texts"]
+    if predictions["kind"] == "span":
+        scores.update(metrics.squad(texts, [[reference] for reference in references(config, sample)]))
+    elif predictions["kind"] == "preference":
+        scores.update(metrics.preference(predictions["chosen"], predictions["rejected"]))
+        if reward is not None:
+            rewards = reward([record["prompt"] for record in sample], texts)
+            scores["mean_reward"] = sum(rewards) / len(rewards)
+    else:
+        scores.update(metrics.text_generation(texts, references(config, sample)))
+    return scores
+
+
+def _examples(config: JobConfig, sample: list[dict], tuned: dict, base: dict | None) -> list[dict[str, str]]:
+    rows = []
+    for index, record in enumerate(sample[:EXAMPLES]):
+        if config.task == "extractive-qa":
+            shown, expected = record["question"], record["answer"]["text"]
+        elif config.strategy in ("dpo", "rlhf"):
+            shown, expected = _text(record["prompt"]), _text(record["chosen"])
+        elif config.task == "chat":
+            shown, expected = record["messages"][-2]["content"], record["messages"][-1]["content"]
+        else:
+            shown, expected = record["input"], record["output"]
+        rows.append(
+            {
+                "input": shown,
+                "expected": expected,
+                "base": base["texts"][index] if base else None,
+                "tuned": tuned["texts"][index],
+            }
+        )
+    return rows
+
+
+def _text(value: Any) -> str:
+    """A preference field as text: plain text, or the content of its last message."""
+    return value[-1]["content"] if isinstance(value, list) else value
+
+
+def causal_prompts(records: list[dict], task: str, tokenizer, field: str | None = None) -> list[str]:
+    """Each row's prompt as text, in the format SFT trains on (the chat template when the model has one)."""
+    from modelforge.strategies.sft import to_sft_rows
+
+    if field == "prompt":  # preference rows: the prompt alone, as a user turn when the model chats
+        records = [{"input": _text(record["prompt"]), "output": ""} for record in records]
+    prompts = []
+    for row in to_sft_rows(records, task, tokenizer):
+        prompt = row["messages"][:-1] if "messages" in row else row["prompt"]
+        if isinstance(prompt, list):
+            prompt = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        prompts.append(prompt)
+    return prompts
+
+
+def completion_loss(model, tokenizer, config: JobConfig, records: list[dict]) -> float:
+    """Mean cross-entropy of the reference answers' tokens given their prompts, the way training computes its loss."""
+    import torch
+
+    from modelforge.strategies.sft import to_sft_rows
+
+    limit = config.training.max_length
+    encoder_decoder = getattr(model.config, "is_encoder_decoder", False)
+    if encoder_decoder:
+        pairs = [
+            (
+                tokenizer(record["input"], truncation=True, max_length=limit)["input_ids"],
+                tokenizer(text_target=record["output"], truncation=True, max_length=limit)["input_ids"],
+            )
+            for record in records
+        ]
+    else:
+        pairs = [_causal_ids(tokenizer, row) for row in to_sft_rows(records, config.task, tokenizer)]
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for prompt_ids, answer_ids in pairs:
+            if encoder_decoder:
+                inputs, labels = prompt_ids, answer_ids
+                tokens = len(labels)
+            else:
+                inputs = (prompt_ids + answer_ids)[-limit:]
+                labels = ([-100] * len(prompt_ids) + answer_ids)[-limit:]
+                tokens = sum(label != -100 for label in labels[1:])  # the first position predicts nothing
+            with torch.no_grad():
+                loss = model(input_ids=torch.tensor([inputs], device=model.device), labels=torch.tensor([labels], device=model.device)).loss
+            total += loss.item() * tokens
+            count += tokens
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)
+
+
+def _causal_ids(tokenizer, row: dict) -> tuple[list[int], list[int]]:
+    """Token ids of an SFT row's prompt and of its answer, as the chat template (or plain format) writes them."""
+    if "messages" in row or isinstance(row.get("prompt"), list):
+        messages = row["messages"] if "messages" in row else row["prompt"] + row["completion"]
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+        special = False
+    else:
+        prompt, full = row["prompt"], row["prompt"] + row["completion"] + (tokenizer.eos_token or "")
+        special = True
+    prompt_ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
+    full_ids = tokenizer(full, add_special_tokens=special)["input_ids"]
+    return prompt_ids, full_ids[len(prompt_ids) :]
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy continuations of each prompt, in left-padded batches."""
+    import torch
+
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    was_training = model.training
+    model.eval()
+    texts = []
+    try:
+        for start in range(0, len(prompts), GENERATION_BATCH):
+            batch = tokenizer(
+                prompts[start : start + GENERATION_BATCH],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=not templated,  # a chat template already wrote the special tokens
+            ).to(model.device)
+            with torch.no_grad():
+                output = model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new_tokens = output[:, batch["input_ids"].shape[1] :]
+            texts += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return texts
+
+
+def save_base_predictions(output_dir: Path, predictions: dict[str, Any]) -> None:
+    (output_dir / BASE_PREDICTIONS_FILE).write_text(json.dumps(predictions), encoding="utf-8")
+
+
+def load_base_predictions(output_dir: Path) -> dict[str, Any] | None:
+    path = output_dir / BASE_PREDICTIONS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
