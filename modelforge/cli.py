@@ -126,6 +126,50 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from pathlib import Path
+
+    from modelforge import data, evaluation, jobs
+    from modelforge.config import JobConfig
+    from modelforge.errors import JobError
+    from modelforge.training import resolve_dataset_source, runnable_strategy, split_records
+
+    engine = _engine()
+    job = None
+    if args.target.isdigit():
+        job = jobs.get_job(args.target)
+        if job.status != "completed":
+            raise JobError(f"Job {job.id} is {job.status}; only a completed job has a tuned model to evaluate.")
+        config = engine.job_config(job)
+    else:
+        config = JobConfig.load(args.target)
+    if args.max_samples:
+        config.evaluation.max_samples = args.max_samples
+    fields = runnable_strategy(config).fields(config.task)
+
+    def read(source: str) -> list[dict]:
+        return data.load_records(resolve_dataset_source(source), config.task, config.columns or None, fields)
+
+    if args.dataset:
+        records = read(args.dataset)
+    elif config.eval_dataset:
+        records = read(config.eval_dataset)
+    else:  # the rows the job held out: the same split, from the same seed
+        records = split_records(read(config.dataset), config.training.eval_split, config.training.seed)[1]
+    result = evaluation.evaluate_saved(config, engine.settings, records, Path(job.output_dir) if job else None)
+    if job:
+        name = Path(args.dataset).stem if args.dataset else "held-out"
+        saved = Path(job.output_dir) / f"evaluation-{name}.json"
+        saved.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(evaluation.format_table(result))
+        if job:
+            print(f"saved: {saved}")
+    return 0
+
+
 def cmd_demo_model(args) -> int:
     from modelforge.demo_model import ensure_demo_model
     from modelforge.settings import Settings
@@ -135,13 +179,55 @@ def cmd_demo_model(args) -> int:
     return 0
 
 
+def _print_progress(fraction: float, message: str) -> None:
+    from modelforge.export import progress_line
+
+    print(progress_line(fraction, message), file=sys.stderr, flush=True)
+
+
+def cmd_export(args) -> int:
+    from modelforge import export, jobs
+    from modelforge.db import init_database
+    from modelforge.settings import Settings
+
+    settings = Settings.from_env()
+    init_database(settings)
+    job = jobs.get_job(args.job)
+    if args.merged:
+        print(export.merge_job(job, settings, progress=_print_progress))
+    else:
+        folder = export.model_folder(job)
+        print(folder)
+        kind = "a LoRA adapter: add --merged for a standalone model" if export.is_adapter(folder) else "the full model"
+        print(f"({kind})", file=sys.stderr)
+    return 0
+
+
+def cmd_push(args) -> int:
+    result = _engine().push_to_hub(
+        args.job,
+        args.repo_id,
+        private=not args.public,
+        merged=args.merged,
+        confirm_existing=args.yes,
+        license=args.license,
+        progress=_print_progress,
+    )
+    print(f"{'updated' if result.updated else 'created'} {result.url} ({'private' if result.private else 'public'})")
+    print(f"commit: {result.commit_url}")
+    return 0
+
+
 COMMANDS: dict[str, Callable] = {
     "train": cmd_train,
     "jobs": cmd_jobs,
     "show": cmd_show,
     "cancel": cmd_cancel,
     "resume": cmd_resume,
+    "eval": cmd_eval,
     "demo-model": cmd_demo_model,
+    "export": cmd_export,
+    "push": cmd_push,
 }
 
 
@@ -159,7 +245,22 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("job", type=int, help="job id (see `jobs`)")
+    evaluate = commands.add_parser("eval", help="score a completed job's model against its base (or a config's model)")
+    evaluate.add_argument("target", help="job id, or a YAML config whose model is scored alone")
+    evaluate.add_argument("--dataset", help="rows to score (file, saved dataset or hub id); default: the job's held-out rows")
+    evaluate.add_argument("--max-samples", type=int, help="score at most this many rows (default: the config's evaluation.max_samples)")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     commands.add_parser("demo-model", help="build (once) the built-in demo model and print its folder")
+    export = commands.add_parser("export", help="print where a job's model is; --merged merges its adapter into the base")
+    export.add_argument("job", type=int, help="job id (see `jobs`)")
+    export.add_argument("--merged", action="store_true", help="save base + adapter as one model in <output>/merged")
+    push = commands.add_parser("push", help="push a job's model and a model card to the Hugging Face Hub")
+    push.add_argument("job", type=int, help="job id (see `jobs`)")
+    push.add_argument("repo_id", help="owner/name, or name for your own account")
+    push.add_argument("--merged", action="store_true", help="push the merged model (merging first if need be)")
+    push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    push.add_argument("--yes", action="store_true", help="confirm adding a commit to a repo that already exists")
+    push.add_argument("--license", help="license id for the model card, e.g. apache-2.0")
     return parser
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from modelforge import metrics
 from modelforge.config import JobConfig
+from modelforge.errors import DatasetError
 
 BASE_PREDICTIONS_FILE = "evaluation-base.json"  # kept so a resumed job does not score its base again
 EXAMPLES = 5  # held-out rows shown with both models' answers
@@ -246,3 +247,44 @@ def save_base_predictions(output_dir: Path, predictions: dict[str, Any]) -> None
 def load_base_predictions(output_dir: Path) -> dict[str, Any] | None:
     path = output_dir / BASE_PREDICTIONS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def evaluate_saved(config: JobConfig, settings, records: list[dict], tuned_dir: Path | None) -> dict[str, Any]:
+    """Score a finished job's saved model (adapter or full) against its base on `records`, outside training.
+
+    Without `tuned_dir` the config's model alone is scored; its results fill the table's `tuned` column.
+    """
+    from modelforge.providers import PROVIDERS
+    from modelforge.runtime import resolve_runtime
+    from modelforge.training import resolve_model_path, runnable_strategy
+
+    if not records:
+        raise DatasetError("There are no rows to evaluate on: give a dataset with at least one valid row.")
+    strategy = runnable_strategy(config)
+    if strategy.quantization:
+        config = config.model_copy(update={"quantization": strategy.quantization})
+    runtime = resolve_runtime(config)
+    # Plain transformers + peft load what any provider saved, so Unsloth jobs are scored the same way.
+    loaded = PROVIDERS["huggingface"].load(config, runtime, resolve_model_path(config, settings))
+    base = predict(loaded.model, loaded.tokenizer, config, records)
+    if tuned_dir is None:
+        return compare(config, records, base, None)
+    if (tuned_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(loaded.model, str(tuned_dir))
+    else:
+        model = type(loaded.model).from_pretrained(str(tuned_dir), dtype=runtime.torch_dtype).to(loaded.model.device)
+    return compare(config, records, predict(model, loaded.tokenizer, config, records), base)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The before/after table as aligned text, for the command line."""
+    lines = [f"{'metric':<20} {'base':>12} {'tuned':>12} {'change':>12}"]
+    for name, values in result["metrics"].items():
+        base, tuned = values["base"], values["tuned"]
+        change = f"{tuned - base:+12.4g}" if base is not None and tuned is not None else f"{'-':>12}"
+        shown = [f"{value:12.4g}" if value is not None else f"{'-':>12}" for value in (base, tuned)]
+        lines.append(f"{name:<20} {shown[0]} {shown[1]} {change}")
+    lines.append(f"{result['generated_rows']} of {result['rows']} held-out rows scored")
+    return "\n".join(lines)

@@ -56,6 +56,8 @@ def test_missing_config_file_and_unknown_job(tmp_path, settings):
     assert result.returncode == 2 and "does not exist" in result.stderr
     result = run_cli("show", "42", settings=settings)
     assert result.returncode == 2 and "No job with id 42" in result.stderr
+    result = run_cli("eval", "42", settings=settings)
+    assert result.returncode == 2 and "No job with id 42" in result.stderr
 
 
 def test_jobs_lists_nothing_on_a_fresh_home(settings):
@@ -126,3 +128,12 @@ def test_lora_sft_through_the_cli_learns_an_unseen_word_mapping(tmp_path, settin
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(demo_model_path), output_dir).eval()
     assert _exact_match(model, tokenizer, train) >= 0.95
     assert _exact_match(model, tokenizer, held_out) >= 0.90
+
+    # `eval` scores the saved adapter against its base on any dataset, here the rows never trained on.
+    held_out_file = write(tmp_path / "held-out.jsonl", "".join(json.dumps(row) + "\n" for row in held_out))
+    result = run_cli("eval", "1", "--dataset", str(held_out_file), "--json", settings=settings)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = json.loads(result.stdout)
+    assert scored["rows"] == len(held_out)
+    assert scored["metrics"]["exact_match"]["tuned"] >= 90 and scored["metrics"]["exact_match"]["base"] <= 20
+    assert json.loads((output_dir / "evaluation-held-out.json").read_text()) == scored
