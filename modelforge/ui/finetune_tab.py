@@ -7,6 +7,7 @@ import gradio as gr
 from modelforge.config import PRESETS, JobConfig, LoraConfig, TrainingConfig
 from modelforge.errors import ModelForgeError
 from modelforge.tasks import TASKS
+from modelforge.ui.evaluation_table import EXAMPLE_COLUMNS, evaluation_table, example_rows
 
 DEMO_MODEL = "built-in demo model"
 NO_JOB = "No job yet: choose a dataset and press **Start training**."
@@ -158,6 +159,11 @@ def build(engine) -> list:
             status = gr.Markdown(NO_JOB, elem_id="job-status")
             loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=260, elem_id="loss-chart")
             lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=200)
+            evaluation = gr.Dataframe(
+                headers=["metric", "base", "tuned", "change"], interactive=False, elem_id="evaluation-table",
+                label="Before / after: base and tuned model on the same held-out rows",
+            )
+            examples = gr.Dataframe(headers=EXAMPLE_COLUMNS, interactive=False, wrap=True, label="Held-out examples")
             with gr.Row():
                 export = gr.Button("Export config")
                 config_file = gr.File(label="config YAML", interactive=False)
@@ -169,17 +175,22 @@ def build(engine) -> list:
             job = engine.current_job()
             current_id = job.id if job else None
         if current_id is None:
-            return None, NO_JOB, pd.DataFrame(columns=["step", "value", "series"]), pd.DataFrame(columns=["step", "learning rate"])
-        view = engine.job_view(current_id)
-        losses, rates = _curves(view)
+            view = None
+            losses, rates = [], []
+        else:
+            view = engine.job_view(current_id)
+            losses, rates = _curves(view)
+        headers, rows = evaluation_table([view] if view else [])
         return (
             current_id,
-            _status_markdown(view),
+            _status_markdown(view) if view else NO_JOB,
             pd.DataFrame(losses, columns=["step", "value", "series"]),
             pd.DataFrame(rates, columns=["step", "learning rate"]),
+            pd.DataFrame(rows, columns=headers),
+            pd.DataFrame(example_rows(view) if view else [], columns=EXAMPLE_COLUMNS),
         )
 
-    watch_outputs = [job_id, status, loss_plot, lr_plot]
+    watch_outputs = [job_id, status, loss_plot, lr_plot, evaluation, examples]
 
     def start_job(dataset_value, task_value, model_value, provider_value, strategy_value, *values):
         try:

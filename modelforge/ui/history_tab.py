@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from modelforge.errors import ModelForgeError
+from modelforge.ui.evaluation_table import evaluation_table, scalar_metrics
 
 COLUMNS = ["id", "name", "status", "task", "strategy", "model", "dataset", "started", "duration", "final loss", "eval loss"]
 
@@ -52,15 +53,24 @@ def build(engine) -> list:
     def inspect(labels):
         ids = _ids(labels)
         if not ids:
-            return "Select a job to see its config, log and curves.", "", "", pd.DataFrame(columns=["step", "loss", "job"])
+            empty = pd.DataFrame(columns=["metric"])
+            return "Select a job to see its config, log and curves.", "", "", pd.DataFrame(columns=["step", "loss", "job"]), empty
+        views = [engine.job_view(job_id) for job_id in ids]
         curves = []
-        for view in (engine.job_view(job_id) for job_id in ids):
+        for view in views:
             curves += [{"step": p["step"], "loss": p["loss"], "job": _label(view)} for p in view["points"] if p["loss"] is not None]
-        first = engine.job_view(ids[0])
+        first = views[0]
         summary = f"**{_label(first)}** · {first['status']}" + (f"\n\n> {first['error']}" if first["error"] else "")
         if first["metrics"]:
-            summary += "\n\n" + " · ".join(f"{key}: {value:.4g}" for key, value in first["metrics"].items())
-        return summary, first["config"].to_yaml(), engine.log_tail(ids[0], 40), pd.DataFrame(curves, columns=["step", "loss", "job"])
+            summary += "\n\n" + scalar_metrics(first["metrics"])
+        headers, rows = evaluation_table(views)
+        return (
+            summary,
+            first["config"].to_yaml(),
+            engine.log_tail(ids[0], 40),
+            pd.DataFrame(curves, columns=["step", "loss", "job"]),
+            pd.DataFrame(rows, columns=headers),
+        )
 
     def delete(labels):
         messages = []
@@ -78,6 +88,10 @@ def build(engine) -> list:
         selected = gr.Dropdown([], multiselect=True, label="Jobs to inspect or compare", scale=3)
     summary = gr.Markdown()
     compare = gr.LinePlot(x="step", y="loss", color="job", title="Training loss", height=280)
+    evaluation = gr.Dataframe(
+        interactive=False, elem_id="history-evaluation",
+        label="Evaluation on held-out rows: base and tuned model of each selected job, side by side",
+    )
     with gr.Row():
         config_view = gr.Code(label="config", language="yaml", interactive=False)
         log_view = gr.Textbox(label="log (last lines)", lines=14, max_lines=14, interactive=False)
@@ -87,7 +101,7 @@ def build(engine) -> list:
     result = gr.Markdown()
 
     refresh_button.click(refresh, outputs=[table, selected], api_name="history")
-    selected.change(inspect, selected, [summary, config_view, log_view, compare], api_name="history_inspect")
+    selected.change(inspect, selected, [summary, config_view, log_view, compare, evaluation], api_name="history_inspect")
     delete_button.click(lambda: gr.update(visible=True), outputs=confirm_button)
     confirm_button.click(delete, selected, [result, confirm_button], api_name="history_delete").then(
         refresh, outputs=[table, selected]

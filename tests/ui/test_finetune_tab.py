@@ -1,5 +1,6 @@
 """The Finetune and History tabs through gradio_client: start a job, watch it train, cancel it, find it again."""
 
+import json
 import re
 import time
 
@@ -11,7 +12,7 @@ def _wait_for_status(client, pattern: str, timeout: float = 180) -> str:
     deadline = time.monotonic() + timeout
     status = ""
     while time.monotonic() < deadline:
-        status, _, _ = client.predict(api_name="/job_status")
+        status, *_ = client.predict(api_name="/job_status")
         if re.search(pattern, status):
             return status
         time.sleep(0.5)
@@ -28,7 +29,7 @@ def test_start_watch_and_cancel_a_job(app_client, mapping_dataset, engine):
     assert "Job #1 · ui-run" in status
 
     _wait_for_status(app_client, r"loss \d")
-    _, losses, rates = app_client.predict(api_name="/job_status")
+    _, losses, rates, _, _ = app_client.predict(api_name="/job_status")
     assert losses["data"] and rates["data"], (losses, rates)
 
     assert "stopping at the next step" in app_client.predict(api_name="/cancel_job")
@@ -42,6 +43,35 @@ def test_start_watch_and_cancel_a_job(app_client, mapping_dataset, engine):
     assert command == "python -m modelforge train ui-run.yaml"
     exported = JobConfig.load(path)
     assert exported.training.max_steps == 400 and exported.output_dir is None
+
+
+def test_a_finished_job_shows_base_and_tuned_scores_and_history_compares_jobs(app_client, mapping_dataset, engine):
+    from modelforge.db import Job
+
+    message = app_client.predict(
+        dataset_value=str(mapping_dataset["train"]), param_6=60, param_7=16, param_9=0.003, param_26="scored",
+        api_name="/start_training",
+    )
+    assert message == "Queued job #1 (scored)."
+    _wait_for_status(app_client, r"\*\*completed\*\*")
+    _, _, _, evaluation, examples = app_client.predict(api_name="/job_status")
+    assert evaluation["headers"] == ["metric", "base", "tuned", "change"]
+    scores = {row[0]: row[1:] for row in evaluation["data"]}
+    assert {"perplexity", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match"} <= set(scores)
+    base, tuned, change = scores["exact_match"]
+    assert float(tuned) > float(base) and change.startswith("+")
+    assert examples["headers"] == ["input", "expected", "base model", "tuned model"] and len(examples["data"]) == 5
+
+    # A second job with other scores: History shows both jobs' columns side by side.
+    first = engine.get_job(1)
+    metrics = json.loads(first.metrics)
+    metrics["evaluation"]["metrics"]["exact_match"]["tuned"] = 12.5
+    Job.create(name="other", config=first.config, status="completed", output_dir=first.output_dir + "-other", metrics=json.dumps(metrics))
+    app_client.predict(api_name="/history")
+    *_, compared = app_client.predict(["#1 scored", "#2 other"], api_name="/history_inspect")
+    assert compared["headers"] == ["metric", "#1 base", "#1 tuned", "#2 base", "#2 tuned"]
+    row = next(row for row in compared["data"] if row[0] == "exact_match")
+    assert row[2] == tuned and row[4] == "12.5"
 
 
 def test_a_bad_form_is_refused_with_the_reason(app_client, tmp_path):
