@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelforge import data, hardware, jobs
+from modelforge import data, export, hardware, hub, jobs
 from modelforge.config import JobConfig
 from modelforge.db import DatasetRecord, Job, database, init_database
 from modelforge.errors import DatasetError, JobError
@@ -165,3 +165,11 @@ class Engine:
         config = self.job_config(job).model_copy(update={"output_dir": None})
         path.write_text(config.to_yaml(), encoding="utf-8")
         return str(path), f"python -m modelforge train {path.name}"
+
+    def export_merged(self, job_id: int, progress: export.Progress | None = None) -> Path:
+        """Merge a LoRA job's adapter into its base, in a child process (torch stays out of this one)."""
+        return export.merge_job_in_subprocess(jobs.get_job(job_id), self.settings, progress)
+
+    def push_to_hub(self, job_id: int, repo_id: str, **options) -> hub.PushResult:
+        """Push a job's adapter or merged model with a model card; `options` are hub.push_job's keywords."""
+        return hub.push_job(jobs.get_job(job_id), repo_id, self.settings, **options)

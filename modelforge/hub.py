@@ -1,56 +1,197 @@
-"""Publishing a finished job's model to the Hugging Face Hub, with a generated model card.
+"""Publishing a finished job's model to the Hugging Face Hub: the adapter or the merged model, with a model card.
 
-The token is used for the requests of one push and never written anywhere: not to the database, the logs or a file.
+The token is used for the requests of one push and never written anywhere: not to the database, the logs, a file or
+the model card.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-import yaml
-
-from modelforge import data
+from modelforge import data, export, jobs
 from modelforge.config import JobConfig
 from modelforge.errors import ModelForgeError
 from modelforge.providers.huggingface import hub_token
-from modelforge.training import METRICS_FILE
+from modelforge.settings import Settings
+from modelforge.training import CONFIG_FILE, METRICS_FILE, resolve_dataset_source
 
 log = logging.getLogger(__name__)
 
 TOKENS_URL = "https://huggingface.co/settings/tokens"
-SKIPPED_DIRS = ("checkpoint-*", "runs", "logs")  # intermediate checkpoints and training logs stay local
+# Intermediate checkpoints, training logs and the merged copy stay out of an adapter push.
+SKIPPED_DIRS = ("checkpoint-*", "runs", "logs", export.MERGED_DIR)
+SKIPPED_FILES = ("*.log", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "README.md")
+JOB_RECORDS = (CONFIG_FILE, METRICS_FILE)  # the run's record, uploaded beside a merged model too
+LOSS_CURVE = "loss_curve.png"
+
+# The classes that load each model family: (peft's for an adapter, transformers' for a full model).
+LOADERS = {
+    "causal": ("AutoPeftModelForCausalLM", "AutoModelForCausalLM"),
+    "seq2seq": ("AutoPeftModelForSeq2SeqLM", "AutoModelForSeq2SeqLM"),
+    "qa": ("AutoPeftModelForQuestionAnswering", "AutoModelForQuestionAnswering"),
+}
+PIPELINE_TAGS = {"causal": "text-generation", "seq2seq": "summarization", "qa": "question-answering"}
+PEFT_TASK_FAMILIES = {"SEQ_2_SEQ_LM": "seq2seq", "QUESTION_ANS": "qa"}
 
 Progress = Callable[[float, str], None]
 
 
 class HubError(ModelForgeError):
-    """A push to the Hugging Face Hub failed; the message says what to do."""
+    """A push to the Hugging Face Hub failed or needs the user's decision; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class PushResult:
+    url: str  # the repo's page
+    commit_url: str
+    private: bool
+    updated: bool  # an existing repo received a new commit
+    files: tuple[str, ...]
 
 
 def push_job(
-    job, repo_id: str, token: str | None = None, private: bool = True, progress: Progress | None = None
-) -> str:
-    """Upload a completed job's model (adapter or full model, tokenizer, config, metrics) and a model card to
-    `repo_id` (`owner/name`, or `name` for the token's own account); returns the repo's URL.
+    job,
+    repo_id: str,
+    settings: Settings,
+    *,
+    token: str | None = None,
+    private: bool = True,
+    merged: bool = False,
+    confirm_existing: bool = False,
+    license: str | None = None,
+    progress: Progress | None = None,
+) -> PushResult:
+    """Upload a completed job's adapter (or, with `merged`, its merged model, exported first if need be) and a model
+    card to `repo_id` (`owner/name`, or `name` for the token's own account).
 
-    The token comes from the argument, else HF_TOKEN / HUGGINGFACE_TOKEN, else the cached `hf auth login`.
+    The token comes from the argument, else HF_TOKEN / HUGGINGFACE_TOKEN, else the cached `hf auth login`. It is
+    checked (valid, allowed to write to the repo's owner) before anything is created or uploaded. A repo that exists
+    already gets a new commit only with `confirm_existing`.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    report = progress or (lambda fraction, message: None)
+    folder = export.model_folder(job)
+    repo_id = _checked_repo_id(repo_id)
+    token = token or hub_token() or _cached_token()
+    if not token:
+        raise HubError(
+            f"No Hugging Face token: paste a token with write access (create one at {TOKENS_URL}), "
+            "or set HF_TOKEN, or run `hf auth login` on the server."
+        )
+
+    api = HfApi(token=token, library_name="modelforge")
+    report(0.0, "checking the token")
+    with _hub_errors(repo_id, token):
+        account = api.whoami()
+    if "/" not in repo_id:
+        repo_id = f"{account['name']}/{repo_id}"
+    check_can_write(account, repo_id)
+    report(0.05, f"looking for {repo_id}")
+    existing = _existing_repo(api, repo_id, token)
+    if existing is not None and not confirm_existing:
+        raise HubError(
+            f"{repo_id} already exists on the Hub ({'private' if existing.private else 'public'}). Pushing adds a new "
+            "commit to it that replaces files of the same name: confirm the update (tick 'Update an existing repo' "
+            "in the Hub tab, or pass --yes to `push`) and push again, or choose another repo id."
+        )
+
+    if merged and export.is_adapter(folder):
+        folder = export.merged_dir(job)
+        if not folder.is_dir():
+            export.merge_job_in_subprocess(
+                job, settings, lambda fraction, message: report(0.1 + 0.5 * fraction, f"merging: {message}")
+            )
+    files = upload_files(folder)
+    records = [Path(job.output_dir) / name for name in JOB_RECORDS if folder != Path(job.output_dir)]
+    operations = [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path)) for path in files]
+    operations += [CommitOperationAdd(path.name, str(path)) for path in records if path.is_file()]
+
+    report(0.65, "writing the model card and the loss curve")
+    curve = loss_curve_png(job)
+    if curve is not None:
+        operations.append(CommitOperationAdd(LOSS_CURVE, curve))
+    card = model_card(job, folder, repo_id, has_loss_curve=curve is not None, license=license)
+    operations.append(CommitOperationAdd("README.md", str(card).encode("utf-8")))
+
+    if existing is None:
+        report(0.7, f"creating the {'private' if private else 'public'} repo {repo_id}")
+        with _hub_errors(repo_id, token):
+            api.create_repo(repo_id, private=private)
+    size_mb = sum(path.stat().st_size for path in files) / 1e6
+    report(0.75, f"uploading {len(operations)} files ({size_mb:.1f} MB)")
+    with _hub_errors(repo_id, token):
+        commit = api.create_commit(
+            repo_id, operations=operations, commit_message=f"ModelForge job #{job.id}: {job.name}"
+        )
+    jobs.add_artifact(job.id, "hub", commit.commit_url)
+    report(1.0, "done")
+    log.info("pushed job %d to %s (%s)", job.id, repo_id, commit.commit_url)
+    return PushResult(
+        url=str(commit.repo_url),
+        commit_url=commit.commit_url,
+        private=existing.private if existing is not None else private,
+        updated=existing is not None,
+        files=tuple(operation.path_in_repo for operation in operations),
+    )
+
+
+def upload_files(folder: Path) -> list[Path]:
+    """The files of a model folder that belong on the Hub: no checkpoints, optimizer states, logs or hidden files."""
+    if not folder.is_dir():
+        return []
+    return [path for path in sorted(folder.rglob("*")) if path.is_file() and _belongs_on_hub(path.relative_to(folder))]
+
+
+def _belongs_on_hub(relative: Path) -> bool:
+    if any(part.startswith(".") for part in relative.parts):
+        return False
+    if len(relative.parts) > 1:
+        return not any(fnmatch(relative.parts[0], pattern) for pattern in SKIPPED_DIRS)
+    return not any(fnmatch(relative.name, pattern) for pattern in SKIPPED_FILES)
+
+
+def check_can_write(account: dict, repo_id: str) -> None:
+    """Fail before creating anything when the token may not write to the repo's owner: the repo belongs to someone
+    else, the account only reads in that organisation, or the token is read-only (or fine-grained without write)."""
+    user = account["name"]
+    owner = repo_id.split("/")[0]
+    org_roles = {org["name"]: org.get("roleInOrg") for org in account.get("orgs", [])}
+    if owner != user and owner not in org_roles:
+        writable = ", ".join([user, *sorted(org_roles)])
+        raise HubError(
+            f"{repo_id} belongs to '{owner}', and the token's account {user} can write only to {writable}: "
+            f"use a repo id such as {user}/{repo_id.split('/')[-1]}."
+        )
+    if org_roles.get(owner) == "read":
+        raise HubError(f"{user} has the read role in the organisation {owner}: ask one of its admins for write access.")
+    access = account.get("auth", {}).get("accessToken", {})  # absent for OAuth sessions, which may write
+    role = access.get("role")
+    if role == "read":
+        raise HubError(f"The token of {user} is read-only: create one with write access at {TOKENS_URL}.")
+    if role == "fineGrained":
+        scopes = access.get("fineGrained", {}).get("scoped", [])
+        if not any(
+            scope["entity"]["name"] in (owner, repo_id) and "repo.write" in scope.get("permissions", [])
+            for scope in scopes
+        ):
+            raise HubError(
+                f"The fine-grained token of {user} may not write to repos of {owner}: give it the 'Write access to "
+                f"contents/settings of all repos' permission for {owner} at {TOKENS_URL}, or use a write token."
+            )
+
+
+def _checked_repo_id(repo_id: str) -> str:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
-    report = progress or (lambda fraction, message: None)
-    if job.status != "completed":
-        raise HubError(f"Job #{job.id} is {job.status}: only a completed job can be pushed.")
-    folder = Path(job.output_dir)
-    files = upload_files(folder)
-    if not files:
-        raise HubError(f"Job #{job.id}'s output folder {folder} holds no model files: it was moved or deleted.")
     repo_id = repo_id.strip()
     try:
         validate_repo_id(repo_id)
@@ -58,62 +199,24 @@ def push_job(
         raise HubError(
             f"'{repo_id}' is not a valid repo id: use owner/name (or just name) made of letters, digits, '-', '_', '.'."
         ) from None
-    token = token or hub_token() or get_token()
-    if not token:
-        raise HubError(
-            f"No Hugging Face token: paste a token with write access (create one at {TOKENS_URL}), "
-            "or set HF_TOKEN, or run `hf auth login` on the server."
-        )
+    return repo_id
 
-    api = HfApi(token=token)
-    report(0.0, "checking the token")
+
+def _cached_token() -> str | None:
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def _existing_repo(api, repo_id: str, token: str):
+    """The repo's info, or None when it does not exist yet."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
     with _hub_errors(repo_id, token):
-        account = api.whoami()
-    check_can_write(account, repo_id)
-    report(0.2, f"creating {repo_id}")
-    with _hub_errors(repo_id, token):
-        repo = api.create_repo(repo_id, private=private, exist_ok=True)
-    config = JobConfig.from_json(job.config)
-    card = model_card(job, config, adapter=(folder / "adapter_config.json").is_file())
-    operations = [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path)) for path in files]
-    operations.append(CommitOperationAdd("README.md", card.encode("utf-8")))
-    size_mb = sum(path.stat().st_size for path in files) / 1e6
-    report(0.4, f"uploading {len(operations)} files ({size_mb:.1f} MB)")
-    with _hub_errors(repo.repo_id, token):
-        api.create_commit(repo.repo_id, operations=operations, commit_message=f"ModelForge job #{job.id}: {job.name}")
-    report(1.0, "done")
-    log.info("pushed job %d to %s", job.id, repo.url)
-    return repo.url
-
-
-def upload_files(folder: Path) -> list[Path]:
-    """The files of a job's output folder that belong on the Hub: no checkpoints, logs or hidden files."""
-    if not folder.is_dir():
-        return []
-    return [path for path in sorted(folder.rglob("*")) if path.is_file() and _belongs_on_hub(path.relative_to(folder))]
-
-
-def _belongs_on_hub(relative: Path) -> bool:
-    if any(part.startswith(".") for part in relative.parts) or relative.suffix == ".log":
-        return False
-    if len(relative.parts) > 1:
-        return not any(fnmatch(relative.parts[0], pattern) for pattern in SKIPPED_DIRS)
-    return relative.name != "README.md"  # replaced by the generated model card
-
-
-def check_can_write(account: dict, repo_id: str) -> None:
-    """Fail before creating anything when the token is read-only or the repo's owner is not the token's account."""
-    user = account["name"]
-    role = account.get("auth", {}).get("accessToken", {}).get("role")  # absent for some token kinds
-    if role == "read":
-        raise HubError(f"The token of {user} is read-only: create one with write access at {TOKENS_URL}.")
-    owner = repo_id.split("/")[0] if "/" in repo_id else user
-    writable = {user, *(org["name"] for org in account.get("orgs", []))}
-    if owner not in writable:
-        raise HubError(
-            f"{repo_id} belongs to '{owner}', and the token's account {user} can write only to "
-            f"{', '.join(sorted(writable))}: use a repo id such as {user}/{repo_id.split('/')[-1]}."
-        )
+        try:
+            return api.model_info(repo_id)
+        except RepositoryNotFoundError:
+            return None
 
 
 @contextmanager
@@ -148,59 +251,223 @@ def _hub_errors(repo_id: str, token: str) -> Iterator[None]:
         ) from None
 
 
-def model_card(job, config: JobConfig, adapter: bool) -> str:
-    """README.md for the Hub: metadata, what was trained on what, the hyperparameters and the final metrics."""
-    metrics = job.final_metrics or _metrics_file(Path(job.output_dir))
+# -- the model card -------------------------------------------------------------------------------------------------
+def model_card(job, folder: Path, repo_id: str, has_loss_curve: bool, license: str | None = None):
+    """README.md for the Hub (huggingface_hub's ModelCard): metadata, what was trained on what and how, the
+    before/after evaluation, the loss curve, the hardware and duration, and code that loads the pushed files."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    config = JobConfig.from_json(job.config)
+    metrics = _metrics(job)
+    adapter = export.is_adapter(folder)
+    family = model_family(folder)
+    base_on_hub = bool(config.model) and data.is_hub_id(config.model)
+    dataset = resolve_dataset_source(config.dataset)
+    dataset_on_hub = data.is_hub_id(dataset)
+    dataset_name = data.parse_hub_id(dataset)[0] if dataset_on_hub else Path(dataset).name
+    form = "LoRA adapter" if adapter else "merged model (LoRA merged into the base)" if config.lora else "full fine-tune"
+    card_data = ModelCardData(
+        base_model=config.model if base_on_hub else None,
+        datasets=[dataset_name] if dataset_on_hub else None,
+        library_name="peft" if adapter else "transformers",
+        license=license or None,
+        pipeline_tag=PIPELINE_TAGS[family],
+        tags=["modelforge", config.task, config.strategy, *(["lora", "peft"] if config.lora else [])],
+    )
     base = config.model or "the ModelForge demo model (a tiny model built locally, not on the Hub)"
-    dataset = config.dataset if data.is_hub_id(config.dataset) else Path(config.dataset).name
-    metadata = {
-        "library_name": "peft" if adapter else "transformers",
-        "tags": ["modelforge", config.task, config.strategy, *(["lora"] if adapter else [])],
-    }
-    if config.model and data.is_hub_id(config.model):
-        metadata["base_model"] = config.model
-    if data.is_hub_id(config.dataset):
-        metadata["datasets"] = [config.dataset.split(":")[0]]
-    hyperparameters = {f"training.{key}": value for key, value in config.training.model_dump(mode="json").items()}
-    if config.lora:
-        hyperparameters |= {f"lora.{key}": value for key, value in config.lora.model_dump(mode="json").items()}
-    if config.quantization:
-        hyperparameters["quantization"] = config.quantization
     lines = [
-        "---",
-        yaml.safe_dump(metadata, sort_keys=False).rstrip(),
-        "---",
+        f"# {repo_id.split('/')[-1]}",
         "",
-        f"# {job.name}",
-        "",
-        f"A {'LoRA adapter' if adapter else 'fine-tuned model'} trained with ModelForge.",
+        f"A {form} trained with ModelForge as job #{job.id} ({job.name}).",
         "",
         f"- **Base model:** {base}",
-        f"- **Dataset:** {dataset}",
+        f"- **Dataset:** {dataset_name}",
         f"- **Task:** {config.task}",
-        f"- **Strategy:** {config.strategy}",
+        f"- **Strategy:** {config.strategy}" + (f" ({config.quantization} base)" if config.quantization else ""),
+        f"- **Training hardware:** {metrics.get('hardware') or 'not recorded'}",
+        f"- **Training duration:** {_duration(job, metrics)}",
+        *([f"- **Steps:** {metrics['steps']}"] if "steps" in metrics else []),
         "",
         "## Hyperparameters",
         "",
         "| name | value |",
         "| --- | --- |",
-        *(f"| {key} | {value} |" for key, value in hyperparameters.items()),
+        *(f"| {key} | {_fmt(value)} |" for key, value in hyperparameters(config).items()),
         "",
-        "## Final metrics",
+        "## Evaluation",
         "",
-        *(["| name | value |", "| --- | --- |", *(f"| {key} | {_fmt(value)} |" for key, value in metrics.items())]
-          if metrics else ["No metrics were recorded."]),
+        *_evaluation_lines(metrics, config),
         "",
-        "The full job configuration is in `modelforge.yaml`.",
+        "## Training loss",
+        "",
+        f"![Training and evaluation loss by step]({LOSS_CURVE})" if has_loss_curve else "No loss was recorded.",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        usage_snippet(repo_id, family, adapter, has_chat_template=_has_chat_template(folder)),
+        "```",
         "",
     ]
+    if adapter and not base_on_hub:
+        lines += [
+            f"The adapter's base ({base}) is not on the Hub, so the snippet loads it only where that base is: "
+            "push the merged model to share a self-contained model.",
+            "",
+        ]
+    lines += [f"The full job configuration is in `{CONFIG_FILE}`, the final metrics in `{METRICS_FILE}`.", ""]
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def hyperparameters(config: JobConfig) -> dict:
+    """Every setting that shaped the training, as dotted names."""
+    values = {"provider": config.provider, "quantization": config.quantization or "none"}
+    values |= {f"training.{key}": value for key, value in config.training.model_dump(mode="json").items()}
+    if config.lora:
+        values |= {f"lora.{key}": value for key, value in config.lora.model_dump(mode="json").items()}
+    else:
+        values["lora"] = "none (full fine-tuning)"
+    if config.strategy in ("dpo", "rlhf"):  # the strategies that read the preference section
+        values |= {f"preference.{key}": value for key, value in config.preference.model_dump(mode="json").items()}
+    return values
+
+
+def _evaluation_lines(metrics: dict, config: JobConfig) -> list[str]:
+    losses = [f"{name}: {_fmt(metrics[name])}" for name in ("train_loss", "eval_loss") if name in metrics]
+    loss_line = [f"Final {', '.join(losses)}.", ""] if losses else []
+    evaluation = metrics.get("evaluation")
+    if not evaluation:
+        return loss_line + ["No before/after evaluation was recorded for this job."]
+    rows = [
+        f"| {name} | {_fmt(scores.get('base'))} | {_fmt(scores.get('tuned'))} | {_change(scores)} |"
+        for name, scores in evaluation["metrics"].items()
+    ]
+    sample = f"{evaluation.get('rows', '?')} held-out rows"
+    if evaluation.get("generated_rows"):
+        sample += (
+            f"; generation metrics on {evaluation['generated_rows']} of them "
+            f"(greedy, up to {config.evaluation.max_new_tokens} new tokens)"
+        )
+    return [
+        *loss_line,
+        f"The base model and the tuned model scored on the same {sample}:",
+        "",
+        "| metric | base | tuned | change |",
+        "| --- | --- | --- | --- |",
+        *rows,
+    ]
+
+
+def usage_snippet(repo_id: str, family: str, adapter: bool, has_chat_template: bool) -> str:
+    """Python that loads the pushed files and runs the model once."""
+    peft_class, transformers_class = LOADERS[family]
+    loader = f"from peft import {peft_class}" if adapter else f"from transformers import {transformers_class}"
+    lines = [
+        loader,
+        "from transformers import AutoTokenizer",
+        "",
+        f'model = {peft_class if adapter else transformers_class}.from_pretrained("{repo_id}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+    ]
+    if family == "qa":
+        lines += [
+            'question, context = "Who wrote the letter?", "The letter was written by Ada in 1843."',
+            'inputs = tokenizer(question, context, return_tensors="pt")',
+            "outputs = model(**inputs)",
+            "start, end = outputs.start_logits.argmax(), outputs.end_logits.argmax()",
+            'print(tokenizer.decode(inputs["input_ids"][0, start : end + 1]))',
+        ]
+    elif family == "seq2seq":
+        lines += [
+            'inputs = tokenizer("The text to summarize.", return_tensors="pt")',
+            "output = model.generate(**inputs, max_new_tokens=64, do_sample=False)",
+            "print(tokenizer.decode(output[0], skip_special_tokens=True))",
+        ]
+    else:
+        prompt = (
+            'messages = [{"role": "user", "content": "Hello"}]\n'
+            "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, "
+            'return_tensors="pt", return_dict=True)'
+            if has_chat_template
+            else 'inputs = tokenizer("Hello", return_tensors="pt")'
+        )
+        lines += [
+            prompt,
+            "output = model.generate(**inputs, max_new_tokens=64, do_sample=False)",
+            'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))',
+        ]
     return "\n".join(lines)
 
 
-def _metrics_file(folder: Path) -> dict:
-    path = folder / METRICS_FILE
+def model_family(folder: Path) -> str:
+    """causal, seq2seq or qa: which Auto classes load the model in `folder`."""
+    if export.is_adapter(folder):
+        task_type = _read_json(folder / export.ADAPTER_CONFIG).get("task_type")
+        return PEFT_TASK_FAMILIES.get(task_type, "causal")
+    model_config = _read_json(folder / "config.json")
+    if model_config.get("is_encoder_decoder"):
+        return "seq2seq"
+    if any(name.endswith("ForQuestionAnswering") for name in model_config.get("architectures") or []):
+        return "qa"
+    return "causal"
+
+
+def loss_curve_png(job) -> bytes | None:
+    """The training and evaluation loss by step as a PNG, drawn headless (matplotlib's Agg, no pyplot state)."""
+    points = jobs.metric_points(job.id)
+    series = {
+        "training loss": [(p.step, p.loss) for p in points if p.loss is not None],
+        "evaluation loss": [(p.step, p.eval_loss) for p in points if p.eval_loss is not None],
+    }
+    if not any(series.values()):
+        return None
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 3.5), dpi=100)
+    axes = figure.add_subplot()
+    for label, values in series.items():
+        if values:
+            axes.plot(*zip(*values), label=label, marker="o" if len(values) < 20 else None)
+    axes.set(xlabel="step", ylabel="loss", title=job.name)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _has_chat_template(folder: Path) -> bool:
+    return (folder / "chat_template.jinja").is_file() or "chat_template" in _read_json(folder / "tokenizer_config.json")
+
+
+def _metrics(job) -> dict:
+    path = Path(job.output_dir) / METRICS_FILE
+    return _read_json(path) if path.is_file() else job.final_metrics
+
+
+def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def _duration(job, metrics: dict) -> str:
+    if job.started_at and job.finished_at:
+        seconds = (job.finished_at - job.started_at).total_seconds()
+    elif "train_runtime" in metrics:
+        seconds = metrics["train_runtime"]
+    else:
+        return "not recorded"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def _change(scores: dict) -> str:
+    base, tuned = scores.get("base"), scores.get("tuned")
+    if base is None or tuned is None:
+        return "-"
+    return f"{tuned - base:+.4g}"
+
+
 def _fmt(value) -> str:
+    if value is None:
+        return "-"
     return f"{value:.4g}" if isinstance(value, float) else str(value)

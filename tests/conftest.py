@@ -129,3 +129,42 @@ def finished_job(engine, demo_model_path):
         total_steps=10,
         metrics=json.dumps(metrics),
     )
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """tests/fake_hub.py served on a free port, with the real huggingface_hub client pointed at it, in this process
+    and in child processes: online, no cached login, and LFS rather than Xet (a protocol the fake does not speak)."""
+    from huggingface_hub import constants
+
+    from fake_hub import FakeHub
+
+    hub = FakeHub().start()
+    token_path = str(tmp_path / "hf-token")  # no `hf auth login` of the machine leaks in
+    for name in ("HF_TOKEN", "HUGGINGFACE_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in (("ENDPOINT", hub.url), ("HF_HUB_OFFLINE", False), ("HF_HUB_DISABLE_XET", True),
+                        ("HF_TOKEN_PATH", token_path)):
+        monkeypatch.setattr(constants, name, value)
+    for name, value in (("HF_ENDPOINT", hub.url), ("HF_HUB_OFFLINE", "0"), ("HF_HUB_DISABLE_XET", "1"),
+                        ("HF_TOKEN_PATH", token_path)):
+        monkeypatch.setenv(name, value)
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def tuned_job(finished_job):
+    """finished_job with an adapter that changes the model: its LoRA B matrices (zero when fresh) made random, so
+    the greedy answer to "red blue green" differs from the base's (which repeats it)."""
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = Path(finished_job.output_dir) / "adapter_model.safetensors"
+    generator = torch.Generator().manual_seed(0)
+    weights = load_file(path)
+    save_file({name: torch.randn(value.shape, generator=generator) * 0.2 if "lora_B" in name else value
+               for name, value in weights.items()}, path)
+    return finished_job

@@ -1,4 +1,5 @@
-"""Hub tab: push a finished job's model, with a generated model card, to the Hugging Face Hub.
+"""Hub tab: export a finished job's merged model, and push its adapter or merged model with a model card to the
+Hugging Face Hub.
 
 The token typed here is passed to one push and never stored.
 """
@@ -10,24 +11,51 @@ from functools import partial
 
 import gradio as gr
 
-from modelforge import hub
 from modelforge.errors import ModelForgeError
 from modelforge.ui.playground_tab import job_choices, refresh_jobs
 
 log = logging.getLogger(__name__)
 
+ADAPTER, MERGED = "LoRA adapter", "merged model"
 
-def push(engine, job_id: int | None, repo_id: str, private: bool, token: str, progress=gr.Progress()) -> str:
+
+def export_merged(engine, job_id: int | None, progress=gr.Progress()) -> str:
+    if job_id is None:
+        return "**Export failed:** choose a finished job to export."
+    try:
+        folder = engine.export_merged(job_id, progress=lambda fraction, message: progress(fraction, desc=message))
+    except ModelForgeError as exc:
+        return f"**Export failed:** {exc}"
+    except Exception as exc:  # the UI boundary: record it, show it
+        log.exception("export of job %s failed", job_id)
+        return f"**Export failed unexpectedly:** {type(exc).__name__}: {exc}"
+    return f"Merged model saved to `{folder}`: a standalone model that plain transformers `from_pretrained` loads."
+
+
+def push(
+    engine,
+    job_id: int | None,
+    what: str,
+    repo_id: str,
+    private: bool,
+    token: str,
+    license: str,
+    confirm_existing: bool,
+    progress=gr.Progress(),
+) -> str:
     if job_id is None:
         return "**Push failed:** choose a finished job to push."
     if not repo_id.strip():
         return "**Push failed:** type a repo id, e.g. your-name/my-model."
     try:
-        url = hub.push_job(
-            engine.get_job(job_id),
+        result = engine.push_to_hub(
+            job_id,
             repo_id,
             token=token.strip() or None,
             private=private,
+            merged=what == MERGED,
+            confirm_existing=confirm_existing,
+            license=license.strip() or None,
             progress=lambda fraction, message: progress(fraction, desc=message),
         )
     except ModelForgeError as exc:
@@ -36,7 +64,12 @@ def push(engine, job_id: int | None, repo_id: str, private: bool, token: str, pr
         log.exception("push of job %s to %s failed", job_id, repo_id)
         detail = str(exc).replace(token, "<token>") if token else str(exc)
         return f"**Push failed unexpectedly:** {type(exc).__name__}: {detail}"
-    return f"Pushed to [{url}]({url}) ({'private' if private else 'public'})."
+    state = "a new commit in the existing" if result.updated else "a new"
+    visibility = "private" if result.private else "public"
+    return (
+        f"Pushed to [{result.url}]({result.url}): {state} {visibility} repo, "
+        f"[commit]({result.commit_url}) of {len(result.files)} files."
+    )
 
 
 def build(engine) -> list:
@@ -44,16 +77,35 @@ def build(engine) -> list:
     with gr.Row():
         job = gr.Dropdown(choices=job_choices(engine), value=None, label="Finished job", scale=3)
         refresh = gr.Button("↻ Refresh jobs", scale=1)
-    repo_id = gr.Textbox(label="Repo id", placeholder="your-name/my-model")
-    private = gr.Checkbox(value=True, label="Private repo")
+    what = gr.Radio(
+        [ADAPTER, MERGED],
+        value=ADAPTER,
+        label="What to push",
+        info="merged: the adapter merged into its base, a standalone model (exported first if need be). "
+        "A full fine-tune is pushed as it is.",
+    )
+    with gr.Row():
+        repo_id = gr.Textbox(label="Repo id", placeholder="your-name/my-model", scale=3)
+        license = gr.Textbox(label="License (optional)", placeholder="e.g. apache-2.0", scale=1)
+    with gr.Row():
+        private = gr.Checkbox(value=True, label="Private repo (for a new repo; an existing one keeps its visibility)")
+        confirm = gr.Checkbox(value=False, label="Update an existing repo (adds a new commit to it)")
     token = gr.Textbox(
         label="Hugging Face token (write access)",
         type="password",
         placeholder="hf_… — leave empty to use HF_TOKEN or the server's `hf auth login`; never stored",
     )
-    push_button = gr.Button("Push to Hub", variant="primary")
+    with gr.Row():
+        export_button = gr.Button("Export merged model")
+        push_button = gr.Button("Push to Hub", variant="primary")
     result = gr.Markdown()
 
     refresh.click(partial(refresh_jobs, engine), outputs=job, api_name="hub_jobs")
-    push_button.click(partial(push, engine), inputs=[job, repo_id, private, token], outputs=result, api_name="hub_push")
+    export_button.click(partial(export_merged, engine), inputs=job, outputs=result, api_name="hub_export")
+    push_button.click(
+        partial(push, engine),
+        inputs=[job, what, repo_id, private, token, license, confirm],
+        outputs=result,
+        api_name="hub_push",
+    )
     return [(partial(refresh_jobs, engine), job)]

@@ -1,25 +1,64 @@
-"""The Hub tab through the running app's API: choose a finished job, push, see a clear error."""
+"""The Hub tab through the running app's API, pushing to the local fake Hub: clear errors, confirmation of an
+existing repo, and the merged export with its push."""
 
-from huggingface_hub import constants
-
+from pathlib import Path
 
 TOKEN = "hf_NeverStoreThisSecret0123456789"
 
 
-def test_hub_push_shows_clear_errors(engine, finished_job, app_client, monkeypatch, tmp_path):
-    for name in ("HF_TOKEN", "HUGGINGFACE_TOKEN", "HF_OIDC_RESOURCE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+def push(client, job_id, repo_id="alice/demo", what="LoRA adapter", private=True, token=TOKEN, license="", confirm=False):
+    return client.predict(job_id, what, repo_id, private, token, license, confirm, api_name="/hub_push")
+
+
+def test_hub_push_shows_clear_errors(engine, finished_job, app_client, fake_hub):
     job = finished_job
-
     assert app_client.predict(api_name="/hub_jobs")["choices"] == [[f"#{job.id} playground-lora", job.id]]
-    assert app_client.predict(None, "alice/demo", True, "", api_name="/hub_push") == (
-        "**Push failed:** choose a finished job to push."
+    assert push(app_client, None) == "**Push failed:** choose a finished job to push."
+    assert push(app_client, job.id, repo_id=" ") == "**Push failed:** type a repo id, e.g. your-name/my-model."
+    assert push(app_client, job.id, token="").startswith(
+        "**Push failed:** No Hugging Face token: paste a token with write access"
     )
-    result = app_client.predict(job.id, "alice/demo", True, "", api_name="/hub_push")
-    assert result.startswith("**Push failed:** No Hugging Face token: paste a token with write access")
-
-    result = app_client.predict(job.id, "alice/demo", True, TOKEN, api_name="/hub_push")  # tests run offline
-    assert "Hub is unreachable" in result and TOKEN not in result
+    result = push(app_client, job.id)  # the fake Hub knows no account for this token
+    assert result.startswith("**Push failed:** The Hugging Face token was rejected") and TOKEN not in result
+    fake_hub.add_account(TOKEN, "alice")
+    assert "belongs to 'bob'" in push(app_client, job.id, repo_id="bob/demo")
+    assert app_client.predict(None, api_name="/hub_export") == "**Export failed:** choose a finished job to export."
+    assert fake_hub.repos == {}
     for path in engine.settings.home.rglob("*"):
         assert not path.is_file() or TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_push_creates_a_private_repo_then_updates_it_only_when_confirmed(finished_job, app_client, fake_hub):
+    fake_hub.add_account(TOKEN, "alice")
+
+    created = push(app_client, finished_job.id)
+
+    url = f"{fake_hub.url}/alice/demo"
+    assert created.startswith(f"Pushed to [{url}]({url}): a new private repo")
+    repo = fake_hub.repos["alice/demo"]
+    assert repo.private and {"adapter_model.safetensors", "README.md"} <= set(repo.files)
+
+    refused = push(app_client, finished_job.id)
+    assert refused.startswith("**Push failed:** alice/demo already exists on the Hub (private)")
+    assert "tick 'Update an existing repo'" in refused and len(repo.commits) == 1
+
+    updated = push(app_client, finished_job.id, confirm=True)
+    assert "a new commit in the existing private repo" in updated and len(repo.commits) == 2
+
+
+def test_export_merged_in_a_child_process_then_push_it(finished_job, app_client, fake_hub):
+    fake_hub.add_account(TOKEN, "alice")
+
+    exported = app_client.predict(finished_job.id, api_name="/hub_export")
+
+    folder = Path(finished_job.output_dir) / "merged"
+    assert exported.startswith(f"Merged model saved to `{folder}`")
+    assert (folder / "model.safetensors").is_file() and (folder / "chat_template.jinja").is_file()
+
+    pushed = push(app_client, finished_job.id, repo_id="merged", what="merged model", private=False, license="mit")
+    assert "a new public repo" in pushed
+    repo = fake_hub.repos["alice/merged"]
+    assert not repo.private
+    assert {"model.safetensors", "config.json", "generation_config.json", "README.md"} <= set(repo.files)
+    assert "adapter_config.json" not in repo.files
+    assert b"license: mit" in repo.files["README.md"]
