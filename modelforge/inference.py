@@ -1,4 +1,7 @@
-"""The playground's model host: one chat model per server, loaded in the background, kept between messages.
+"""The playground's model host: one tuned model per server (with its base, to compare), loaded in the background.
+
+A LoRA job's base model is the same weights with the adapter switched off, so comparing costs no memory; only a full
+fine-tune compared side by side holds a second model.
 
 The web process imports this module at start-up, so torch, transformers and peft are imported only inside the
 functions that load or run a model.
@@ -11,6 +14,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,8 @@ class ModelSource:
     adapter: str | None = None  # folder of a peft adapter to apply on `model`
     tokenizer: str | None = None  # where the tokenizer lies when not beside `model`
     quantization: str | None = None  # 4bit | 8bit, applied on a GPU only
+    task: str = "chat"  # decides the model class: causal LM, sequence-to-sequence, or span QA
+    base: str | None = None  # a full fine-tune's base model, loaded beside it when compared side by side
 
 
 def job_source(job, settings: Settings) -> ModelSource:
@@ -45,30 +51,34 @@ def job_source(job, settings: Settings) -> ModelSource:
     if not output_dir.is_dir():
         raise ModelLoadError(f"Job #{job.id}'s output folder {output_dir} is missing: it was moved or deleted.")
     name = f"#{job.id} {job.name}"
-    if not (output_dir / ADAPTER_CONFIG).is_file():
-        return ModelSource(name=name, model=str(output_dir))
     config = JobConfig.from_json(job.config)
+    base = resolve_model_path(config, settings)
+    if not (output_dir / ADAPTER_CONFIG).is_file():
+        return ModelSource(name=name, model=str(output_dir), task=config.task, base=base)
     return ModelSource(
         name=name,
-        model=resolve_model_path(config, settings),
+        model=base,
         adapter=str(output_dir),
         tokenizer=str(output_dir),
         quantization=config.quantization,
+        task=config.task,
     )
 
 
-def path_source(text: str) -> ModelSource:
+def path_source(text: str, task: str = "chat") -> ModelSource:
     """A model typed by the user: a local folder (a full model or an adapter) or a hub id."""
     model = text.strip()
     folder = Path(model).expanduser()
     adapter_config = folder / ADAPTER_CONFIG
     if not adapter_config.is_file():
-        return ModelSource(name=model, model=model)
+        return ModelSource(name=model, model=model, task=task)
     base = json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base:
         raise ModelLoadError(f"{folder} holds an adapter whose {ADAPTER_CONFIG} names no base_model_name_or_path.")
     has_tokenizer = (folder / "tokenizer_config.json").is_file()
-    return ModelSource(name=model, model=base, adapter=str(folder), tokenizer=str(folder) if has_tokenizer else None)
+    return ModelSource(
+        name=model, model=base, adapter=str(folder), tokenizer=str(folder) if has_tokenizer else None, task=task
+    )
 
 
 def chat_messages(history: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -90,6 +100,20 @@ class _Loaded:
     source: ModelSource
     model: Any
     tokenizer: Any
+    base_model: Any = None  # a full fine-tune's base, when loaded to compare
+
+    def variant(self, which: str):
+        """(model, context to run it in) for the tuned model or its base."""
+        if which == "tuned":
+            return self.model, nullcontext()
+        if self.source.adapter:
+            return self.model, self.model.disable_adapter()
+        if self.base_model is not None:
+            return self.base_model, nullcontext()
+        raise ModelLoadError(
+            f"{self.source.name} has no base model to compare with: load a finished job (a full fine-tune needs "
+            "'side by side' ticked when it is loaded), or untick 'side by side'."
+        )
 
 
 class ModelHost:
@@ -102,6 +126,8 @@ class ModelHost:
         self._loading: ModelSource | None = None
         self._error: str | None = None
         self._ticket = 0  # bumped by every load and unload, so that a superseded load is discarded
+        # One generation at a time: the base of a LoRA model is the same module with its adapter switched off.
+        self._generating = threading.Lock()
 
     # -- state ---------------------------------------------------------------------------------------
     @property
@@ -129,16 +155,24 @@ class ModelHost:
             return self._status()
 
     # -- loading -------------------------------------------------------------------------------------
-    def load(self, source: ModelSource) -> str:
-        """Unload the current model and load `source` in a background thread; returns the status at once."""
+    def load(self, source: ModelSource, compare: bool = False) -> str:
+        """Unload the current model and load `source` in a background thread; returns the status at once.
+
+        With `compare`, a full fine-tune's base model is loaded beside it (an adapter's base needs nothing more).
+        """
         with self._changed:
             self._ticket += 1
             ticket = self._ticket
             self._release()
             self._loading, self._error = source, None
             self._changed.notify_all()
-        threading.Thread(target=self._load, args=(source, ticket), name="modelforge-load", daemon=True).start()
+        threading.Thread(target=self._load, args=(source, compare, ticket), name="modelforge-load", daemon=True).start()
         return self.status()
+
+    @property
+    def task(self) -> str | None:
+        with self._lock:
+            return self._loaded.source.task if self._loaded else None
 
     def unload(self) -> str:
         """Drop the model (and any load in progress) and free its memory."""
@@ -149,10 +183,12 @@ class ModelHost:
             self._changed.notify_all()
             return self._status()
 
-    def _load(self, source: ModelSource, ticket: int) -> None:
+    def _load(self, source: ModelSource, compare: bool, ticket: int) -> None:
         loaded, error = None, None
         try:
-            loaded = _Loaded(source, *load_chat_model(source))
+            loaded = _Loaded(source, *load_model(source))
+            if compare and source.base and not source.adapter:
+                loaded.base_model, _ = load_model(ModelSource(name=source.base, model=source.base, task=source.task))
         except ModelForgeError as exc:
             error = str(exc)
         except Exception as exc:  # the thread's top: whatever went wrong becomes the status the user sees
@@ -180,21 +216,44 @@ class ModelHost:
             torch.cuda.empty_cache()
 
     # -- generation ----------------------------------------------------------------------------------
+    def _ready(self) -> _Loaded:
+        with self._lock:
+            if self._loaded is None:
+                raise ModelLoadError(f"No model is ready ({self._status()}): load a job's model or a model id first.")
+            return self._loaded
+
+    def answer(self, question: str, context: str, which: str = "tuned") -> dict[str, Any]:
+        """The span of `context` that answers `question` (extractive QA models): text, start, end, score."""
+        loaded = self._ready()
+        if loaded.source.task != "extractive-qa":
+            raise ModelLoadError(f"{loaded.source.name} is loaded for {loaded.source.task}, not extractive question answering.")
+        from modelforge.prediction import answer_question
+
+        model, context_manager = loaded.variant(which)
+        with self._generating, context_manager:
+            return answer_question(model, loaded.tokenizer, question, context)
+
     def stream(
-        self, history: list[dict[str, Any]], max_new_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.95
+        self,
+        history: list[dict[str, Any]],
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        which: str = "tuned",
     ) -> Iterator[str]:
         """Yield the reply to the conversation `history` as it grows (the whole text so far each time).
 
         temperature 0 decodes greedily (deterministic); otherwise tokens are sampled with temperature and top_p.
+        `which` picks the tuned model or its base. An encoder-decoder model answers the last message alone.
         """
-        with self._lock:
-            loaded = self._loaded
-            if loaded is None:
-                raise ModelLoadError(f"No model is ready ({self._status()}): load a job's model or a model id first.")
+        loaded = self._ready()
+        if loaded.source.task == "extractive-qa":
+            raise ModelLoadError(f"{loaded.source.name} answers questions from a context; it does not generate text.")
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-        model, tokenizer = loaded.model, loaded.tokenizer
-        inputs = encode_prompt(tokenizer, chat_messages(history)).to(model.device)
+        model, context_manager = loaded.variant(which)
+        tokenizer = loaded.tokenizer
+        inputs = encode_prompt(tokenizer, chat_messages(history), model.config).to(model.device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         stop = threading.Event()  # set when the caller stops listening, so the generation ends early
 
@@ -211,35 +270,39 @@ class ModelHost:
 
         def generate() -> None:
             try:
-                model.generate(
-                    **inputs,
-                    **sampling,
-                    max_new_tokens=int(max_new_tokens),
-                    pad_token_id=tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([StopWhenAsked()]),
-                )
+                with context_manager:
+                    model.generate(
+                        **inputs,
+                        **sampling,
+                        max_new_tokens=int(max_new_tokens),
+                        pad_token_id=tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id,
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([StopWhenAsked()]),
+                    )
             except Exception as exc:  # reported to the caller below, after the streamer is ended
                 failures.append(exc)
                 streamer.end()
 
-        thread = threading.Thread(target=generate, name="modelforge-generate", daemon=True)
-        thread.start()
         text = ""
-        try:
-            for piece in streamer:
-                if piece:
-                    text += piece
-                    yield text
-        finally:
-            stop.set()
-            thread.join()
+        with self._generating:
+            thread = threading.Thread(target=generate, name="modelforge-generate", daemon=True)
+            thread.start()
+            try:
+                for piece in streamer:
+                    if piece:
+                        text += piece
+                        yield text
+            finally:
+                stop.set()
+                thread.join()
         if failures:
             raise ModelForgeError(f"Generation with {loaded.source.name} failed: {failures[0]}") from failures[0]
 
 
-def encode_prompt(tokenizer, messages: list[dict[str, str]]):
+def encode_prompt(tokenizer, messages: list[dict[str, str]], model_config=None):
     """Token ids of the conversation, ending where the assistant's answer starts."""
+    if getattr(model_config, "is_encoder_decoder", False):  # e.g. a summarizer: the document is the whole input
+        return tokenizer(messages[-1]["content"] if messages else "", return_tensors="pt", truncation=True)
     if tokenizer.chat_template:
         return tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -248,12 +311,12 @@ def encode_prompt(tokenizer, messages: list[dict[str, str]]):
     return tokenizer(messages[-1]["content"] if messages else "", return_tensors="pt")
 
 
-def load_chat_model(source: ModelSource):
-    """Load (model, tokenizer) for `source` on the GPU when there is one, else on the CPU."""
+def load_model(source: ModelSource):
+    """Load (model, tokenizer) for `source` and its task, on the GPU when there is one, else on the CPU."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    from modelforge.providers.huggingface import quantization_config
+    from modelforge.providers.huggingface import model_class_for, quantization_config
     from modelforge.runtime import Runtime
 
     if torch.cuda.is_available():
@@ -263,7 +326,8 @@ def load_chat_model(source: ModelSource):
     token = hub_token()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.tokenizer or source.model, token=token)
-        model = AutoModelForCausalLM.from_pretrained(
+        model_class = model_class_for(source.task, AutoConfig.from_pretrained(source.model, token=token))
+        model = model_class.from_pretrained(
             source.model,
             token=token,
             dtype=runtime.torch_dtype,
@@ -273,7 +337,8 @@ def load_chat_model(source: ModelSource):
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
             raise ModelLoadError(
-                f"{source.name} is not a text-generation model: the playground chats with causal language models."
+                f"{source.name} cannot be loaded for {source.task}: it has no {model_class.__name__.removeprefix('AutoModelFor')} head. "
+                "Pick the task the model was made for."
             ) from exc
         raise ModelLoadError(describe_load_failure(source.model, exc)) from exc
     except OSError as exc:

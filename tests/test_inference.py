@@ -97,3 +97,49 @@ def test_a_model_that_cannot_be_loaded_becomes_a_clear_status(host, tmp_path):
 
 def test_the_engine_holds_one_host_for_every_user(engine):
     assert isinstance(engine.model_host, ModelHost)
+
+
+def test_the_base_of_a_lora_job_is_the_same_model_with_its_adapter_off(tuned_job, engine, host):
+    host.load(job_source(tuned_job, engine.settings), compare=True)
+    host.wait(LOAD_TIMEOUT)
+    assert host._loaded.base_model is None  # no second copy in memory
+    conversation = user_says("red blue green")
+    base = list(host.stream(conversation, max_new_tokens=12, temperature=0, which="base"))[-1]
+    tuned = list(host.stream(conversation, max_new_tokens=12, temperature=0, which="tuned"))[-1]
+    assert base == "red blue green" and tuned != base
+    assert list(host.stream(conversation, max_new_tokens=12, temperature=0))[-1] == tuned  # the adapter is back on
+
+
+def test_a_full_fine_tune_compared_side_by_side_holds_its_base_until_unloaded(engine, demo_model_path, host):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from modelforge.config import JobConfig
+    from modelforge.db import Job
+
+    output_dir = engine.settings.runs_dir / "full"
+    model = AutoModelForCausalLM.from_pretrained(demo_model_path)
+    with torch.no_grad():
+        model.model.layers[-1].mlp.down_proj.weight.mul_(-3.0)
+    model.save_pretrained(output_dir)
+    AutoTokenizer.from_pretrained(demo_model_path).save_pretrained(output_dir)
+    config = JobConfig(name="full", dataset="d.jsonl", lora=None, output_dir=str(output_dir))
+    job = Job.create(name="full", config=config.to_json(), status="completed", output_dir=str(output_dir))
+
+    host.load(job_source(job, engine.settings), compare=True)
+    assert host.wait(LOAD_TIMEOUT) == f"ready: #{job.id} full"
+    models = [weakref.ref(host._loaded.model), weakref.ref(host._loaded.base_model)]
+    conversation = user_says("red blue green")
+    base = list(host.stream(conversation, max_new_tokens=12, temperature=0, which="base"))[-1]
+    tuned = list(host.stream(conversation, max_new_tokens=12, temperature=0, which="tuned"))[-1]
+    assert base == "red blue green" and tuned != base
+
+    host.unload()
+    gc.collect()
+    assert [ref() for ref in models] == [None, None]
+
+    host.load(job_source(job, engine.settings), compare=False)  # alone: one model, and no base to compare
+    host.wait(LOAD_TIMEOUT)
+    assert host._loaded.base_model is None
+    with pytest.raises(ModelLoadError, match="no base model to compare with"):
+        next(host.stream(conversation, which="base"))

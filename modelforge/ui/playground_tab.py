@@ -1,7 +1,8 @@
-"""Playground tab: chat with a finished job's model, or with any model folder or hub id.
+"""Playground tab: a finished job's model beside its base model, given the same input and generation settings.
 
-The model is loaded once for the whole server (a ModelHost on the engine); each browser keeps its own conversation
-in its Chatbot.
+The inputs follow the task: a conversation for chat and text generation, a document for summarization, a context and
+a question for extractive QA (the answer is highlighted in the context). The model is loaded once for the whole
+server (a ModelHost on the engine); each browser keeps its own conversations.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import gradio as gr
 
 from modelforge.errors import ModelForgeError
 from modelforge.inference import ModelHost, job_source, path_source
+from modelforge.tasks import TASKS
 
 log = logging.getLogger(__name__)
+
+ANSWER_LABEL = "answer"
 
 
 def job_choices(engine) -> list[tuple[str, int]]:
@@ -26,17 +30,35 @@ def refresh_jobs(engine) -> gr.Dropdown:
     return gr.Dropdown(choices=job_choices(engine))
 
 
-def load(engine, host: ModelHost, job_id: int | None, model_text: str):
+def job_task(engine, job_id: int | None):
+    """A chosen job decides the inputs shown: its task."""
+    return engine.job_config(engine.get_job(job_id)).task if job_id is not None else gr.skip()
+
+
+def input_groups(task: str) -> tuple:
+    """Visibility of the chat, summarization and QA inputs for `task`."""
+    return (
+        gr.update(visible=task in ("chat", "text-generation")),
+        gr.update(visible=task == "summarization"),
+        gr.update(visible=task == "extractive-qa"),
+    )
+
+
+def side_by_side_columns(side_by_side: bool) -> tuple:
+    return tuple(gr.update(visible=side_by_side) for _ in range(3))
+
+
+def load(engine, host: ModelHost, job_id: int | None, model_text: str, task: str, side_by_side: bool):
     """Start loading the chosen model and report the status until the load ends (the load runs on without us)."""
     try:
         if model_text and model_text.strip():
-            source = path_source(model_text)
+            source = path_source(model_text, task)
         elif job_id is not None:
             source = job_source(engine.get_job(job_id), engine.settings)
         else:
             yield "Choose a finished job, or type a model folder or hub id."
             return
-        yield host.load(source)
+        yield host.load(source, compare=side_by_side)
     except ModelForgeError as exc:
         yield f"error: {exc}"
         return
@@ -49,24 +71,69 @@ def load(engine, host: ModelHost, job_id: int | None, model_text: str):
     yield host.status()
 
 
-def chat(host: ModelHost, message: str, history: list, max_new_tokens: int, temperature: float, top_p: float):
-    """Stream the model's reply to `message` into this browser's conversation; clears the textbox."""
+def _ui_error(exc: Exception, what: str) -> gr.Error:
+    if isinstance(exc, ModelForgeError):
+        return gr.Error(str(exc))
+    log.exception("%s failed", what)  # the UI boundary: show the failure, keep the server up
+    return gr.Error(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+def chat(host: ModelHost, message, base_history, tuned_history, side_by_side, max_new_tokens, temperature, top_p):
+    """Stream both models' replies to `message`: the base model's first, then the tuned model's; clears the textbox."""
     if not message.strip():
-        yield history, message
+        yield base_history, tuned_history, message
         return
-    history = [*(history or []), {"role": "user", "content": message}]
-    yield history, ""
-    reply = ""
-    try:
-        for reply in host.stream(history, max_new_tokens, temperature, top_p):
-            yield [*history, {"role": "assistant", "content": reply}], ""
-    except ModelForgeError as exc:
-        raise gr.Error(str(exc)) from None
-    except Exception as exc:  # the UI boundary: show the failure, keep the server up
-        log.exception("chat failed")
-        raise gr.Error(f"Generation failed: {type(exc).__name__}: {exc}") from None
-    if not reply:
-        yield [*history, {"role": "assistant", "content": ""}], ""
+    answering = ("base", "tuned") if side_by_side else ("tuned",)
+    conversations = {"base": base_history or [], "tuned": tuned_history or []}
+    for which in answering:
+        conversations[which] = [*conversations[which], {"role": "user", "content": message}]
+    yield conversations["base"], conversations["tuned"], ""
+    for which in answering:
+        history = conversations[which]
+        reply = ""
+        try:
+            for reply in host.stream(history, max_new_tokens, temperature, top_p, which=which):
+                conversations[which] = [*history, {"role": "assistant", "content": reply}]
+                yield conversations["base"], conversations["tuned"], ""
+        except Exception as exc:
+            raise _ui_error(exc, "Generation") from None
+        conversations[which] = [*history, {"role": "assistant", "content": reply}]
+    yield conversations["base"], conversations["tuned"], ""
+
+
+def summarize(host: ModelHost, document, side_by_side, max_new_tokens, temperature, top_p):
+    """Stream both models' summaries of `document`."""
+    if not document.strip():
+        raise gr.Error("Paste a document to summarize.")
+    summaries = {"base": "", "tuned": ""}
+    for which in ("base", "tuned") if side_by_side else ("tuned",):
+        try:
+            for text in host.stream([{"role": "user", "content": document}], max_new_tokens, temperature, top_p, which=which):
+                summaries[which] = text
+                yield summaries["base"], summaries["tuned"]
+        except Exception as exc:
+            raise _ui_error(exc, "Summarization") from None
+    yield summaries["base"], summaries["tuned"]
+
+
+def highlighted(context: str, answer: dict) -> list[tuple[str, str | None]]:
+    """The context split around the answer's span, the span labelled, for gr.HighlightedText."""
+    start, end = answer["start"], answer["end"]
+    pieces = [(context[:start], None), (context[start:end], ANSWER_LABEL), (context[end:], None)]
+    return [piece for piece in pieces if piece[0]]
+
+
+def answer(host: ModelHost, question, context, side_by_side):
+    """Each model's answer span, highlighted in the context."""
+    if not question.strip() or not context.strip():
+        raise gr.Error("Give both a context and a question.")
+    results = {"base": None, "tuned": None}
+    for which in ("base", "tuned") if side_by_side else ("tuned",):
+        try:
+            results[which] = highlighted(context, host.answer(question, context, which))
+        except Exception as exc:
+            raise _ui_error(exc, "Answering") from None
+    return results["base"], results["tuned"]
 
 
 def build(engine) -> list:
@@ -78,30 +145,58 @@ def build(engine) -> list:
         model_text = gr.Textbox(
             label="…or a model folder / hub id", placeholder="e.g. Qwen/Qwen2.5-0.5B-Instruct", scale=3
         )
+        task = gr.Dropdown(list(TASKS), value="chat", label="Task", scale=2)
     with gr.Row():
+        side_by_side = gr.Checkbox(True, label="Side by side with the base model", elem_id="side-by-side")
         load_button = gr.Button("Load", variant="primary")
         unload_button = gr.Button("Unload")
     status = gr.Textbox(label="Model", interactive=False)
-    chatbot = gr.Chatbot(label="Chat", height=420)
-    message = gr.Textbox(label="Message", placeholder="Type a message and press Enter")
-    with gr.Accordion("Generation settings", open=False):
-        max_new_tokens = gr.Slider(1, 2048, value=256, step=1, label="Max new tokens")
-        temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="Temperature (0 = greedy)")
-        top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p")
+    with gr.Group(visible=True) as chat_group:
+        with gr.Row():
+            base_chat = gr.Chatbot(label="Base model", height=380, elem_id="base-chat")
+            tuned_chat = gr.Chatbot(label="Tuned model", height=380, elem_id="tuned-chat")
+        message = gr.Textbox(label="Message", placeholder="Type a message and press Enter: both models answer it")
+    with gr.Group(visible=False) as summary_group:
+        document = gr.Textbox(label="Document", lines=8, placeholder="Paste the text to summarize")
+        summarize_button = gr.Button("Summarize")
+        with gr.Row():
+            base_summary = gr.Textbox(label="Base model's summary", lines=4, interactive=False)
+            tuned_summary = gr.Textbox(label="Tuned model's summary", lines=4, interactive=False)
+    with gr.Group(visible=False) as qa_group:
+        context = gr.Textbox(label="Context", lines=6, placeholder="The text that holds the answer")
+        question = gr.Textbox(label="Question")
+        ask_button = gr.Button("Find the answer")
+        with gr.Row():
+            colors = {ANSWER_LABEL: "#fde047"}
+            base_answer = gr.HighlightedText(label="Base model's answer", color_map=colors, elem_id="base-answer")
+            tuned_answer = gr.HighlightedText(label="Tuned model's answer", color_map=colors, elem_id="tuned-answer")
+    with gr.Accordion("Generation settings (the same for both models)", open=False):
+        settings = [
+            gr.Slider(1, 2048, value=256, step=1, label="Max new tokens"),
+            gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature (0 = greedy)"),
+            gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p"),
+        ]
 
     refresh.click(partial(refresh_jobs, engine), outputs=job, api_name="playground_jobs")
+    job.change(partial(job_task, engine), job, task, api_name=False)
+    task.change(input_groups, task, [chat_group, summary_group, qa_group], api_name=False)
+    side_by_side.change(side_by_side_columns, side_by_side, [base_chat, base_summary, base_answer], api_name=False)
     load_button.click(
-        partial(load, engine, host),
-        inputs=[job, model_text],
-        outputs=status,
-        api_name="playground_load",
+        partial(load, engine, host), inputs=[job, model_text, task, side_by_side], outputs=status, api_name="playground_load"
     )
     unload_button.click(host.unload, outputs=status, api_name="playground_unload")
     message.submit(
         partial(chat, host),
-        inputs=[message, chatbot, max_new_tokens, temperature, top_p],
-        outputs=[chatbot, message],
+        inputs=[message, base_chat, tuned_chat, side_by_side, *settings],
+        outputs=[base_chat, tuned_chat, message],
         api_name="playground_chat",
+    )
+    summarize_button.click(
+        partial(summarize, host), [document, side_by_side, *settings], [base_summary, tuned_summary],
+        api_name="playground_summarize",
+    )
+    ask_button.click(
+        partial(answer, host), [question, context, side_by_side], [base_answer, tuned_answer], api_name="playground_answer"
     )
     # The model is shared by every user: keep this browser's status line true when someone else loads or unloads.
     gr.Timer(2.0).tick(host.status, outputs=status, show_progress="hidden", queue=False, api_visibility="private")

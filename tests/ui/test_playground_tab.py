@@ -1,35 +1,59 @@
-"""The Playground tab through the running app's API: list finished jobs, load one, chat, unload."""
+"""The Playground tab through the running app's API: list finished jobs, load one, compare it with its base, unload."""
 
 import pytest
 from gradio_client.exceptions import AppError
 
 from modelforge.db import Job
 
+GREEDY = (12, 0, 0.95)  # max new tokens, temperature, top-p
 
-def test_playground_lists_loads_chats_and_unloads(engine, finished_job, app_client):
-    job = finished_job
+
+def _text(message: dict) -> str:
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(part["text"] for part in content)
+
+
+def test_the_tuned_model_and_its_base_answer_the_same_message_side_by_side(engine, tuned_job, app_client):
+    job = tuned_job
     Job.create(name="broken", config=job.config, status="failed", output_dir=job.output_dir)
 
     assert app_client.predict(api_name="/playground_jobs")["choices"] == [[f"#{job.id} playground-lora", job.id]]
     with pytest.raises(AppError, match="No model is ready"):
-        app_client.predict("hello", [], 8, 0, 0.95, api_name="/playground_chat")
+        app_client.predict("hello", [], [], True, *GREEDY, api_name="/playground_chat")
 
-    assert app_client.predict(job.id, "", api_name="/playground_load") == f"ready: #{job.id} playground-lora"
-    streaming = app_client.submit("reverse: cat dog bird", [], 12, 0, 0.95, api_name="/playground_chat")
-    history, textbox = streaming.result()
+    assert app_client.predict(job.id, "", "chat", True, api_name="/playground_load") == f"ready: #{job.id} playground-lora"
+    streaming = app_client.submit("red blue green", [], [], True, *GREEDY, api_name="/playground_chat")
+    base, tuned, textbox = streaming.result()
     assert textbox == ""
-    assert [message["role"] for message in history] == ["user", "assistant"]
-    assert history[-1]["content"][0]["text"].strip()
-    assert len(streaming.outputs()) > 2  # the user's message first, then the reply as it grows
+    assert [m["role"] for m in base] == [m["role"] for m in tuned] == ["user", "assistant"]
+    assert _text(base[-1]) == "red blue green"  # the demo base model repeats its input
+    assert _text(tuned[-1]).strip() and _text(tuned[-1]) != _text(base[-1])  # the adapter changed the answer
+    assert len(streaming.outputs()) > 3  # the messages first, then each reply as it grows
+
+    # Without side by side only the tuned model answers, and the base conversation is left as it was.
+    base_again, tuned_again, _ = app_client.predict("red blue green", base, tuned, False, *GREEDY, api_name="/playground_chat")
+    assert [_text(m) for m in base_again] == [_text(m) for m in base]
+    assert [m["role"] for m in tuned_again] == ["user", "assistant"] * 2 and _text(tuned_again[-1]).strip()
 
     assert app_client.predict(api_name="/playground_unload") == "no model loaded"
     with pytest.raises(AppError, match="No model is ready"):
-        app_client.predict("hello", history, 8, 0, 0.95, api_name="/playground_chat")
+        app_client.predict("hello", base, tuned, True, *GREEDY, api_name="/playground_chat")
+
+
+def test_a_typed_model_has_no_base_to_compare_and_summarizes_alone(app_client, demo_model_path):
+    status = app_client.predict(None, str(demo_model_path), "summarization", True, api_name="/playground_load")
+    assert status == f"ready: {demo_model_path}"
+    with pytest.raises(AppError, match="no base model to compare with"):
+        app_client.predict("red blue green", True, *GREEDY, api_name="/playground_summarize")
+    base, tuned = app_client.predict("red blue green", False, *GREEDY, api_name="/playground_summarize")
+    assert base == "" and tuned == "red blue green"
+    with pytest.raises(AppError, match="not extractive question answering"):
+        app_client.predict("what?", "some context", False, api_name="/playground_answer")
 
 
 def test_playground_explains_what_to_choose_and_bad_models(app_client, tmp_path):
-    assert app_client.predict(None, "", api_name="/playground_load") == (
+    assert app_client.predict(None, "", "chat", True, api_name="/playground_load") == (
         "Choose a finished job, or type a model folder or hub id."
     )
-    status = app_client.predict(None, str(tmp_path / "missing"), api_name="/playground_load")
+    status = app_client.predict(None, str(tmp_path / "missing"), "chat", True, api_name="/playground_load")
     assert status.startswith("error: Model folder") and "missing" in status
