@@ -109,10 +109,10 @@ def push_job(
             export.merge_job_in_subprocess(
                 job, settings, lambda fraction, message: report(0.1 + 0.5 * fraction, f"merging: {message}")
             )
-    files = upload_files(folder)
-    records = [Path(job.output_dir) / name for name in JOB_RECORDS if folder != Path(job.output_dir)]
-    operations = [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path)) for path in files]
-    operations += [CommitOperationAdd(path.name, str(path)) for path in records if path.is_file()]
+    operations = [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path)) for path in upload_files(folder)]
+    if folder != Path(job.output_dir):  # a merged model: the run's record lies in the job's folder
+        records = [Path(job.output_dir) / name for name in JOB_RECORDS]
+        operations += [CommitOperationAdd(path.name, str(path)) for path in records if path.is_file()]
 
     report(0.65, "writing the model card and the loss curve")
     curve = loss_curve_png(job)
@@ -125,7 +125,7 @@ def push_job(
         report(0.7, f"creating the {'private' if private else 'public'} repo {repo_id}")
         with _hub_errors(repo_id, token):
             api.create_repo(repo_id, private=private)
-    size_mb = sum(path.stat().st_size for path in files) / 1e6
+    size_mb = sum(operation.upload_info.size for operation in operations) / 1e6
     report(0.75, f"uploading {len(operations)} files ({size_mb:.1f} MB)")
     with _hub_errors(repo_id, token):
         commit = api.create_commit(
@@ -285,8 +285,7 @@ def model_card(job, folder: Path, repo_id: str, has_loss_curve: bool, license: s
         f"- **Task:** {config.task}",
         f"- **Strategy:** {config.strategy}" + (f" ({config.quantization} base)" if config.quantization else ""),
         f"- **Training hardware:** {metrics.get('hardware') or 'not recorded'}",
-        f"- **Training duration:** {_duration(job, metrics)}",
-        *([f"- **Steps:** {metrics['steps']}"] if "steps" in metrics else []),
+        f"- **Training duration:** {_duration(job, metrics)}" + _throughput(metrics),
         "",
         "## Hyperparameters",
         "",
@@ -311,8 +310,8 @@ def model_card(job, folder: Path, repo_id: str, has_loss_curve: bool, license: s
     ]
     if adapter and not base_on_hub:
         lines += [
-            f"The adapter's base ({base}) is not on the Hub, so the snippet loads it only where that base is: "
-            "push the merged model to share a self-contained model.",
+            "This adapter's base model is not on the Hub, so the snippet runs only where that base is (the path in "
+            f"`{export.ADAPTER_CONFIG}`): push the merged model to share a standalone model.",
             "",
         ]
     lines += [f"The full job configuration is in `{CONFIG_FILE}`, the final metrics in `{METRICS_FILE}`.", ""]
@@ -458,6 +457,12 @@ def _duration(job, metrics: dict) -> str:
         return "not recorded"
     minutes, seconds = divmod(round(seconds), 60)
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def _throughput(metrics: dict) -> str:
+    parts = [f"{metrics['steps']} steps" if "steps" in metrics else "",
+             f"{metrics['tokens_per_second']:.0f} tokens/s" if "tokens_per_second" in metrics else ""]
+    return f" ({', '.join(filter(None, parts))})" if any(parts) else ""
 
 
 def _change(scores: dict) -> str:
