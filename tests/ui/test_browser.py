@@ -1,4 +1,4 @@
-"""End to end in real headless Chromium: upload, validate, train, reload mid-training, chat with the result."""
+"""End to end in real headless Chromium: upload, validate, train, reload mid-training, compare the result with its base."""
 
 import os
 import re
@@ -129,8 +129,9 @@ def test_upload_train_reload_and_chat_in_a_real_browser(server, tmp_path):
         assert after_reload > before_reload
         page.screenshot(path=shots / "3-after-reload.png", full_page=True)
         expect(page.locator("#job-status")).to_contain_text("completed", timeout=600_000)
+        expect(page.locator("#evaluation-table")).to_contain_text("exact_match", timeout=30_000)
 
-        # Playground: chat with the finished job.
+        # Playground: the finished job and its base model answer the same message side by side.
         page.get_by_role("tab", name="Playground").click()
         _visible(page.get_by_role("button", name=re.compile("Refresh jobs"))).click()
         job = _visible(page.get_by_label("Finished job"))
@@ -138,10 +139,10 @@ def test_upload_train_reload_and_chat_in_a_real_browser(server, tmp_path):
         _visible(page.get_by_role("option", name=re.compile(r"#1"))).click()
         _visible(page.get_by_role("button", name="Load", exact=True)).click()
         expect(_visible(page.get_by_label("Model", exact=True))).to_have_value(re.compile("ready"), timeout=120_000)
-        _visible(page.get_by_label("Message")).fill("night late")
+        _visible(page.get_by_label("Message")).fill("lion mouse")
         _visible(page.get_by_label("Message")).press("Enter")
-        reply = page.locator("[data-testid='bot']").last
-        expect(reply).to_have_text(re.compile(r"\w+"), timeout=120_000)
+        expect(page.locator("#tuned-chat [data-testid='bot']").last).to_have_text("roar squeak", timeout=120_000)
+        expect(page.locator("#base-chat [data-testid='bot']").last).to_have_text("lion mouse")  # the base repeats
         page.screenshot(path=shots / "4-playground.png", full_page=True)
         browser.close()
     assert len(list(shots.iterdir())) == 4
