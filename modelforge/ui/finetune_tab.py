@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from modelforge.config import PRESETS, JobConfig, LoraConfig, TrainingConfig
+from modelforge.config import PRESETS, EvaluationConfig, JobConfig, LoraConfig, TrainingConfig
 from modelforge.errors import ModelForgeError
 from modelforge.tasks import TASKS
 from modelforge.ui.evaluation_table import EXAMPLE_COLUMNS, evaluation_table, example_rows
@@ -18,7 +18,7 @@ _LORA_DEFAULTS = LoraConfig()
 
 
 def _advanced_fields() -> list[tuple[str, gr.components.Component]]:
-    t, lo = _TRAINING_DEFAULTS, _LORA_DEFAULTS
+    t, lo, e = _TRAINING_DEFAULTS, _LORA_DEFAULTS, EvaluationConfig()
     return [
         ("training.epochs", gr.Number(t.epochs, label="epochs", minimum=0.01)),
         ("training.max_steps", gr.Number(t.max_steps, label="max steps (-1: use epochs)", precision=0)),
@@ -43,6 +43,10 @@ def _advanced_fields() -> list[tuple[str, gr.components.Component]]:
         ("quantization", gr.Dropdown(["none", "4bit", "8bit"], value="none", label="load the model in")),
         ("name", gr.Textbox("", label="run name (empty: generated)")),
         ("output_dir", gr.Textbox("", label="output folder (empty: under the data folder)")),
+        ("eval_dataset", gr.Textbox("", label="evaluation dataset (empty: hold out the eval split)")),
+        ("evaluation.compare_base", gr.Checkbox(e.compare_base, label="score the base model too (before/after table)")),
+        ("evaluation.max_samples", gr.Number(e.max_samples, label="held-out rows scored", precision=0, minimum=1)),
+        ("evaluation.max_new_tokens", gr.Number(e.max_new_tokens, label="longest generated answer (tokens)", precision=0)),
     ]
 
 
@@ -60,7 +64,7 @@ def config_from_form(dataset, task, model, provider, strategy, keys: list[str], 
             data["lora"]["target_modules"] = [part.strip() for part in value.split(",") if part.strip()]
         elif "." in key:
             section, field = key.split(".")
-            data[section][field] = value
+            data.setdefault(section, {})[field] = value
         else:
             data[key] = value.strip() if isinstance(value, str) else value
     if not form.get("use_lora", True):

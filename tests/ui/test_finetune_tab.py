@@ -84,9 +84,14 @@ def test_a_bad_form_is_refused_with_the_reason(app_client, tmp_path):
 
 
 def test_form_values_become_the_job_config():
-    keys = ["training.epochs", "training.max_steps", "use_lora", "lora.target_modules", "quantization", "name"]
-    config = config_from_form("d.jsonl", "chat", DEMO_MODEL, "huggingface", "sft", keys, [2.0, 10, False, "q_proj, v_proj", "4bit", "n1"])
+    keys = ["training.epochs", "training.max_steps", "use_lora", "lora.target_modules", "quantization", "name",
+            "eval_dataset", "evaluation.max_samples"]
+    values = [2.0, 10, False, "q_proj, v_proj", "4bit", "n1", "held.jsonl", 7]
+    config = config_from_form("d.jsonl", "chat", DEMO_MODEL, "huggingface", "sft", keys, values)
     assert config.model is None and config.lora is None and config.quantization == "4bit"
     assert config.training.epochs == 2.0 and config.training.max_steps == 10 and config.name == "n1"
-    config = config_from_form("d.jsonl", "chat", "org/model", "huggingface", "sft", keys, [1.0, -1, True, "q_proj, v_proj", "none", ""])
+    assert config.eval_dataset == "held.jsonl" and config.evaluation.max_samples == 7
+    values = [1.0, -1, True, "q_proj, v_proj", "none", "", "", 64]
+    config = config_from_form("d.jsonl", "chat", "org/model", "huggingface", "sft", keys, values)
     assert config.model == "org/model" and config.lora.target_modules == ["q_proj", "v_proj"] and config.quantization is None
+    assert config.eval_dataset is None
