@@ -72,7 +72,7 @@ def references(config: JobConfig, records: list[dict]) -> list[str]:
 
 
 def compare(
-    config: JobConfig, records: list[dict], tuned: dict[str, Any], base: dict[str, Any] | None, reward=None
+    config: JobConfig, records: list[dict], tuned: dict[str, Any] | None, base: dict[str, Any] | None, reward=None
 ) -> dict[str, Any]:
     """The before/after table: {"metrics": {name: {"base": value or None, "tuned": value}}, "examples": [...]}.
 
@@ -110,7 +110,7 @@ def score(config: JobConfig, sample: list[dict], predictions: dict[str, Any], re
     return scores
 
 
-def _examples(config: JobConfig, sample: list[dict], tuned: dict, base: dict | None) -> list[dict[str, str]]:
+def _examples(config: JobConfig, sample: list[dict], tuned: dict | None, base: dict | None) -> list[dict[str, str]]:
     rows = []
     for index, record in enumerate(sample[:EXAMPLES]):
         if config.task == "extractive-qa":
@@ -126,7 +126,7 @@ def _examples(config: JobConfig, sample: list[dict], tuned: dict, base: dict | N
                 "input": shown,
                 "expected": expected,
                 "base": base["texts"][index] if base else None,
-                "tuned": tuned["texts"][index],
+                "tuned": tuned["texts"][index] if tuned else None,
             }
         )
     return rows
@@ -252,7 +252,7 @@ def load_base_predictions(output_dir: Path) -> dict[str, Any] | None:
 def evaluate_saved(config: JobConfig, settings, records: list[dict], tuned_dir: Path | None) -> dict[str, Any]:
     """Score a finished job's saved model (adapter or full) against its base on `records`, outside training.
 
-    Without `tuned_dir` the config's model alone is scored; its results fill the table's `tuned` column.
+    Without `tuned_dir` the config's model alone is scored, as the table's `base` column.
     """
     from modelforge.providers import PROVIDERS
     from modelforge.runtime import resolve_runtime
@@ -268,7 +268,7 @@ def evaluate_saved(config: JobConfig, settings, records: list[dict], tuned_dir: 
     loaded = PROVIDERS["huggingface"].load(config, runtime, resolve_model_path(config, settings))
     base = predict(loaded.model, loaded.tokenizer, config, records)
     if tuned_dir is None:
-        return compare(config, records, base, None)
+        return compare(config, records, None, base)
     if (tuned_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 

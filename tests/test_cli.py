@@ -60,6 +60,16 @@ def test_missing_config_file_and_unknown_job(tmp_path, settings):
     assert result.returncode == 2 and "No job with id 42" in result.stderr
 
 
+def test_eval_of_a_config_scores_its_model_alone(tmp_path, settings):
+    data = write(tmp_path / "rows.jsonl", '{"input": "red blue", "output": "red blue"}\n{"input": "cat", "output": "dog"}\n')
+    config = write(tmp_path / "base.yaml", f"dataset: {data}\n")
+    result = run_cli("eval", str(config), "--dataset", str(data), "--json", settings=settings)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = json.loads(result.stdout)
+    assert scored["rows"] == 2 and scored["metrics"]["exact_match"] == {"base": 50.0, "tuned": None}  # it repeats
+    assert [example["tuned"] for example in scored["examples"]] == [None, None]
+
+
 def test_jobs_lists_nothing_on_a_fresh_home(settings):
     result = run_cli("jobs", settings=settings)
     assert result.returncode == 0 and "no jobs yet" in result.stdout
