@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from modelforge import jobs
 from modelforge.config import JobConfig
 from modelforge.db import RESUMABLE_STATUSES, Job, SqliteDatabase, database, utcnow
 from modelforge.errors import ConfigError, JobError
+from modelforge.providers import worker_python
 from modelforge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class JobRunner:
         env = {**os.environ, **self.settings.worker_env(), "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
         with open(log_file, "ab") as log_handle:
             process = subprocess.Popen(
-                [sys.executable, "-m", "modelforge.worker", str(job.id)],
+                [worker_python(JobConfig.from_json(job.config).provider), "-m", "modelforge.worker", str(job.id)],
                 stdin=subprocess.DEVNULL,
                 stdout=log_handle,
                 stderr=subprocess.STDOUT,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SPACES_PERSISTENT_DIR = Path("/data")
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def default_home() -> Path:
@@ -44,6 +45,15 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def unsloth_python(self) -> Path | None:
+        """The interpreter of the Unsloth environment, which runs Unsloth jobs' workers (its version caps conflict
+        with the main environment's): MODELFORGE_UNSLOTH_PYTHON, else the .venv-unsloth that tests/setup.sh builds."""
+        if os.environ.get("MODELFORGE_UNSLOTH_PYTHON"):
+            return Path(os.environ["MODELFORGE_UNSLOTH_PYTHON"]).expanduser()
+        default = REPO_ROOT / ".venv-unsloth" / "bin" / "python"
+        return default if default.exists() else None
 
     def ensure_dirs(self) -> None:
         for folder in (self.home, self.runs_dir, self.datasets_dir, self.models_dir):

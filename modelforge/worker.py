@@ -5,6 +5,7 @@ Its stdout and stderr are the job's log file (the runner opens it), never a pipe
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -12,6 +13,7 @@ import sys
 import traceback
 
 from modelforge import jobs
+from modelforge.config import JobConfig
 from modelforge.db import init_database
 from modelforge.errors import JobCancelled, ModelForgeError
 from modelforge.settings import Settings
@@ -36,9 +38,11 @@ def main(argv: list[str]) -> int:
     job = jobs.get_job(job_id)
     jobs.update(job_id, worker_pid=os.getpid(), worker_host=socket.gethostname())
     logging.info("worker %d starting job %d (%s)", os.getpid(), job_id, job.name)
-    from modelforge.training import run_job
-
     try:
+        if JobConfig.from_json(job.config).provider == "unsloth" and importlib.util.find_spec("unsloth"):
+            import unsloth  # noqa: F401  it patches transformers, trl and peft: before anything imports them
+        from modelforge.training import run_job
+
         run_job(job, settings)
     except JobCancelled as exc:
         jobs.finish(job_id, "cancelled", error=str(exc))

@@ -10,7 +10,7 @@ import pytest
 from modelforge import jobs
 from modelforge.config import JobConfig
 from modelforge.db import Job, MetricPoint
-from modelforge.errors import ConfigError, DatasetError, JobError, UnavailableError
+from modelforge.errors import ConfigError, DatasetError, JobError
 from modelforge.runner import JobRunner
 from modelforge.training import last_checkpoint
 
@@ -98,8 +98,6 @@ def test_jobs_wait_in_a_fifo_queue_and_train_one_at_a_time(engine, mapping_datas
 def test_submit_rejects_what_cannot_run(engine, mapping_dataset, tmp_path):
     with pytest.raises(ConfigError, match="strategy: dpo is not available"):
         engine.submit(_config(mapping_dataset["train"]).model_copy(update={"strategy": "dpo"}))
-    with pytest.raises(UnavailableError, match="provider: unsloth is unavailable"):
-        engine.submit(_config(mapping_dataset["train"]).model_copy(update={"provider": "unsloth"}))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "a", "output": "b"}\n{"input": "c", "output"\n')
     with pytest.raises(DatasetError, match="line 2"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,3 +35,17 @@ PROVIDERS: dict[str, Provider] = {
     "huggingface": HuggingFaceProvider(),
     "unsloth": UnslothProvider(),
 }
+
+
+# A provider may declare two optional hooks, which the Hugging Face one does not need: `supports(config)` says why it
+# cannot train a config before a worker starts, and `worker_python()` names the interpreter of its own environment.
+def refusal(config) -> str | None:
+    """Why the config's provider cannot train it, known before a worker starts; None when it can."""
+    supports = getattr(PROVIDERS[config.provider], "supports", None)
+    return supports(config) if supports else None
+
+
+def worker_python(provider: str) -> str:
+    """The interpreter that runs the worker of a job with this provider."""
+    own = getattr(PROVIDERS[provider], "worker_python", None)
+    return own() if own else sys.executable

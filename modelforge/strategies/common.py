@@ -38,11 +38,13 @@ def trainer_arguments(run) -> dict:
 
 
 def lora_config(run, task_type: str):
-    lora = run.config.lora
-    if lora is None:
-        return None
-    from peft import LoraConfig
+    """The LoRA a trainer applies; None for full fine-tuning, or when the model already has its adapters (the
+    provider applied them, as Unsloth does, or they were loaded to be trained further)."""
+    from peft import LoraConfig, PeftModel
 
+    lora = run.config.lora
+    if lora is None or isinstance(run.model, PeftModel):
+        return None
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
