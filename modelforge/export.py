@@ -64,8 +64,9 @@ def parse_progress_line(line: str) -> tuple[float, str] | None:
 
 
 def merge_job(job, settings: Settings, progress: Progress | None = None) -> Path:
-    """Merge a LoRA job's adapter into a full-precision copy of its base and save it (safetensors, tokenizer with its
-    chat template, generation config) in the job's `merged` folder; returns that folder.
+    """Merge a LoRA job's adapter into an unquantized copy of its base (in the precision the base was saved in, also
+    for a QLoRA job) and save it (safetensors, tokenizer with its chat template, generation config) in the job's
+    `merged` folder; returns that folder.
 
     A folder merged before is returned as is: a completed job's adapter never changes, so neither does the merge.
     """
@@ -95,7 +96,7 @@ def merge_job(job, settings: Settings, progress: Progress | None = None) -> Path
         report(0.0, "checking free disk space")
         _check_free_space(job, folder, estimate + _tokenizer_bytes(folder))
 
-    report(0.1, f"loading the base model {config.model or 'demo model'} in full precision")
+    report(0.1, f"loading the base model {config.model or '(the demo model)'}, unquantized")
     token = hub_token()
     try:
         model_class = model_class_for(config.task, AutoConfig.from_pretrained(base, token=token))

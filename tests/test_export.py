@@ -33,7 +33,8 @@ def test_merged_model_loads_with_plain_transformers_and_answers_like_base_plus_a
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     stages = []
-    folder = export.merge_job(tuned_job, engine.settings, progress=lambda fraction, message: stages.append((fraction, message)))
+    # As the web app does it: `python -m modelforge export JOB --merged` in a child process, its stages relayed.
+    folder = engine.export_merged(tuned_job.id, progress=lambda fraction, message: stages.append((fraction, message)))
 
     assert folder == Path(tuned_job.output_dir) / "merged"
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
@@ -49,8 +50,8 @@ def test_merged_model_loads_with_plain_transformers_and_answers_like_base_plus_a
     assert greedy(merged, tokenizer) == adapter_answer
 
     fractions = [fraction for fraction, _ in stages]
-    assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert any("merging" in message for _, message in stages)
+    assert fractions == sorted(fractions) and stages[-1] == (1.0, f"merged model saved to {folder}")
+    assert (0.6, "merging the adapter into the base weights") in stages
     assert artifacts(tuned_job.id).count(("merged", str(folder))) == 1
 
     stages.clear()  # a second export reuses the folder: a completed job's adapter never changes

@@ -145,15 +145,20 @@ def test_push_uploads_the_adapter_a_model_card_and_the_loss_curve_and_stores_the
     assert_token_stored_nowhere(engine, evaluated_job.id)
 
 
-def test_push_of_the_merged_model_uploads_a_plain_transformers_model_whose_snippet_runs(
-    evaluated_job, engine, fake_hub, demo_model_path, tmp_path
+def test_push_of_the_merged_model_merges_first_and_uploads_a_plain_transformers_model_whose_snippet_runs(
+    evaluated_job, engine, fake_hub, demo_model_path, tmp_path, monkeypatch
 ):
     fake_hub.add_account(TOKEN, "alice", orgs={"alice-lab": "write"})
-    export.merge_job(evaluated_job, engine.settings)  # done beforehand here: the subprocess path is the UI test's
+    # In this process rather than a child one, to save its start-up: test_export runs the child.
+    monkeypatch.setattr(export, "merge_job_in_subprocess", export.merge_job)
+    stages = []
 
     result = push_job(evaluated_job, "alice-lab/demo-merged", engine.settings, token=TOKEN, merged=True, private=False,
-                      license="apache-2.0")
+                      license="apache-2.0", progress=lambda fraction, message: stages.append((fraction, message)))
 
+    assert "merging: applying the adapter" in [message for _, message in stages]
+    assert [fraction for fraction, _ in stages] == sorted(fraction for fraction, _ in stages)
+    assert (Path(evaluated_job.output_dir) / "merged").is_dir()
     assert not result.private and fake_hub.create_payloads[0]["visibility"] == "public"
     repo = fake_hub.repos["alice-lab/demo-merged"]
     assert set(repo.files) == MERGED_FILES
