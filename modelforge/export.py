@@ -160,10 +160,17 @@ def merge_job_in_subprocess(job, settings: Settings, progress: Progress | None =
             report(*stage)
         elif line.strip():
             other_lines.append(line.rstrip())
-    if process.wait() != 0:
+    returncode = process.wait()
+    if returncode != 0:
         errors = [line.removeprefix("error: ") for line in other_lines if line.startswith("error: ")]
-        detail = errors[-1] if errors else "\n".join(other_lines[-10:])
-        raise ExportError(detail if errors else f"The merge of job #{job.id} failed:\n{detail}")
+        if errors:  # a ModelForgeError: its message is meant for the user
+            raise ExportError(errors[-1])
+        log.error("the merge of job %d failed:\n%s", job.id, "\n".join(other_lines))
+        if returncode < 0:
+            detail = f"its process was killed by signal {-returncode} (out of memory?)"
+        else:
+            detail = other_lines[-1] if other_lines else f"its process exited with code {returncode}"
+        raise ExportError(f"The merge of job #{job.id} failed: {detail}. The server's log has the details.")
     return merged_dir(job)
 
 

@@ -145,8 +145,6 @@ def push_job(
 
 def upload_files(folder: Path) -> list[Path]:
     """The files of a model folder that belong on the Hub: no checkpoints, optimizer states, logs or hidden files."""
-    if not folder.is_dir():
-        return []
     return [path for path in sorted(folder.rglob("*")) if path.is_file() and _belongs_on_hub(path.relative_to(folder))]
 
 

@@ -119,3 +119,12 @@ def test_progress_lines_printed_by_the_child_are_read_back():
     assert line == "[ 40%] loading the base model"
     assert export.parse_progress_line(line + "\n") == (0.4, "loading the base model")
     assert export.parse_progress_line("Loading weights: 100%|███| 38/38") is None
+
+
+def test_the_child_process_error_reaches_the_web_app_as_its_message(full_job, engine):
+    with pytest.raises(export.ExportError) as error:
+        engine.export_merged(full_job.id)
+    assert str(error.value) == (
+        f"Job #{full_job.id} is a full fine-tune: there is no adapter to merge, its folder already holds the "
+        f"complete model: {full_job.output_dir}"
+    )
