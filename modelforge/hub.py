@@ -358,10 +358,13 @@ def _evaluation_lines(metrics: dict, config: JobConfig) -> list[str]:
 def usage_snippet(repo_id: str, family: str, adapter: bool, has_chat_template: bool) -> str:
     """Python that loads the pushed files and runs the model once."""
     peft_class, transformers_class = LOADERS[family]
-    loader = f"from peft import {peft_class}" if adapter else f"from transformers import {transformers_class}"
+    imports = (
+        [f"from peft import {peft_class}", "from transformers import AutoTokenizer"]
+        if adapter
+        else [f"from transformers import {transformers_class}, AutoTokenizer"]
+    )
     lines = [
-        loader,
-        "from transformers import AutoTokenizer",
+        *imports,
         "",
         f'model = {peft_class if adapter else transformers_class}.from_pretrained("{repo_id}")',
         f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
