@@ -124,8 +124,11 @@ def merge_job(job, settings: Settings, progress: Progress | None = None) -> Path
         tokenizer.save_pretrained(building)
         building.chmod(0o755)  # mkdtemp made it private; the model is not
         os.rename(building, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(building, ignore_errors=True)
+        if isinstance(exc, OSError) and target.is_dir():  # another export of this job finished first: same model
+            report(1.0, f"already merged: {target}")
+            return target
         raise
     jobs.add_artifact(job.id, "merged", target)
     report(1.0, f"merged model saved to {target}")

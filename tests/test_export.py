@@ -80,6 +80,19 @@ def test_too_little_free_disk_space_is_a_clear_error_before_anything_is_written(
     assert artifacts(tuned_job.id) == []
 
 
+def test_a_merge_finished_meanwhile_by_another_export_is_kept(tuned_job, engine, monkeypatch):
+    rename = os.rename
+
+    def another_export_finishes_first(source, target):
+        shutil.copytree(source, target)
+        rename(source, target)
+
+    monkeypatch.setattr(os, "rename", another_export_finishes_first)
+    folder = export.merge_job(tuned_job, engine.settings)
+    assert (folder / "model.safetensors").is_file()
+    assert [p.name for p in Path(tuned_job.output_dir).iterdir() if "merged" in p.name] == ["merged"]
+
+
 @pytest.fixture
 def full_job(engine, demo_model_path):
     """A completed full fine-tune: its folder is a whole model (the demo model stands in for it)."""
