@@ -62,7 +62,8 @@ class UnslothProvider:
             return Availability(False, f"the Unsloth interpreter {python} does not exist: {SETUP_HINT}")
         if not _has_unsloth(str(python)):
             return Availability(
-                False, f"the Unsloth interpreter {python} has no unsloth installed: install requirements-unsloth.txt there"
+                False,
+                f"the Unsloth interpreter {python} has no unsloth installed: install requirements-unsloth.txt there",
             )
         return Availability(True)
 
@@ -78,18 +79,20 @@ class UnslothProvider:
 
     def supports(self, config) -> str | None:
         """Why Unsloth cannot train this config, known before a worker starts; None when it can."""
+        instead = "; use provider huggingface"
         if config.task not in CAUSAL_TASKS:
-            return f"Unsloth trains causal language models ({', '.join(CAUSAL_TASKS)}), not {config.task}; use provider huggingface"
+            return f"Unsloth trains causal language models ({', '.join(CAUSAL_TASKS)}), not {config.task}{instead}"
         if config.strategy not in STRATEGIES:
-            return f"Unsloth runs the strategies {', '.join(STRATEGIES)}, not {config.strategy}; use provider huggingface"
+            return f"Unsloth runs the strategies {', '.join(STRATEGIES)}, not {config.strategy}{instead}"
         if config.model and _is_encoder_decoder_folder(config.model):
-            return f"{config.model} is an encoder-decoder model and Unsloth trains causal language models only; use provider huggingface"
+            return f"{config.model} is an encoder-decoder model; Unsloth trains causal language models only{instead}"
         if not hardware.detect().gpus:
             # Without an NVIDIA GPU Unsloth trains on its CPU backend, which would quietly change these settings.
+            on_cpu = "on CPU Unsloth cannot"
             if config.quantization == "8bit":
-                return "on CPU Unsloth cannot load 8-bit weights (it would train 16-bit ones instead); use quantization 4bit or none"
+                return f"{on_cpu} load 8-bit weights (it would train 16-bit ones); set quantization to 4bit or null"
             if config.training.packing:
-                return "on CPU Unsloth cannot keep packed rows apart (that needs FlashAttention on a GPU); set training.packing to false"
+                return f"{on_cpu} keep packed rows apart (it needs FlashAttention); set training.packing to false"
         return None
 
     def load(self, config, runtime, model_path: str):
@@ -125,9 +128,9 @@ class UnslothProvider:
             raise ModelLoadError(describe_load_failure(config.model or model_path, exc)) from exc
         if config.quantization == "4bit" and not getattr(model, "is_loaded_in_4bit", False):
             raise UnavailableError(
-                "quantization: Unsloth could not load this model in 4-bit on this machine (bitsandbytes' kernels do not "
-                "run here, or refused its layers) and would train 16-bit weights instead; use the sft strategy, or "
-                "provider huggingface."
+                "quantization: Unsloth could not load this model in 4-bit on this machine (bitsandbytes' kernels do "
+                "not run here, or refused its layers) and would train 16-bit weights instead; use the sft strategy, "
+                "or provider huggingface."
             )
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
