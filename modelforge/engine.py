@@ -19,7 +19,7 @@ from modelforge.providers import PROVIDERS
 from modelforge.runner import JobRunner
 from modelforge.settings import Settings
 from modelforge.strategies import STRATEGIES
-from modelforge.training import resolve_dataset_source, runnable_strategy
+from modelforge.training import resolve_dataset_source, resolve_init_from, runnable_strategy
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
 
@@ -45,6 +45,7 @@ class Engine:
     def check(self, config: JobConfig) -> None:
         """Everything that can be known to be wrong before a worker starts, as one clear error."""
         strategy = runnable_strategy(config)
+        resolve_init_from(config, self.settings)
         for key, value in (("dataset", config.dataset), ("eval_dataset", config.eval_dataset)):
             source = resolve_dataset_source(value) if value else None
             if source is None or data.is_hub_id(source):

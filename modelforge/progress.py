@@ -10,11 +10,17 @@ from modelforge import jobs
 
 
 class ProgressCallback(TrainerCallback):
-    """Writes step, ETA and tokens/s at most every `interval` seconds, and every logged metric."""
+    """Writes step, ETA and tokens/s at most every `interval` seconds, and every logged metric.
+
+    A strategy that trains in stages (rlhf) renames `stage` and sets `step_offset` to the steps of the stages before,
+    so the job's step counter and its loss curve run on across stages.
+    """
 
     def __init__(self, job_id: int, interval: float = 1.0):
         self.job_id = job_id
         self.interval = interval
+        self.stage = "training"
+        self.step_offset = 0
         self.cancelled = False
         self._last_write = 0.0
         self._start_time = 0.0
@@ -34,7 +40,12 @@ class ProgressCallback(TrainerCallback):
         self._start_time = time.monotonic()
         self._start_step = state.global_step
         self._start_tokens = state.num_input_tokens_seen
-        jobs.update(self.job_id, stage="training", total_steps=state.max_steps, step=state.global_step)
+        jobs.update(
+            self.job_id,
+            stage=self.stage,
+            total_steps=self.step_offset + state.max_steps,
+            step=self.step_offset + state.global_step,
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.monotonic()
@@ -43,7 +54,11 @@ class ProgressCallback(TrainerCallback):
         self._last_write = now
         tokens_per_second, eta = self._rates(state)
         jobs.update(
-            self.job_id, step=state.global_step, epoch=state.epoch, tokens_per_second=tokens_per_second, eta_seconds=eta
+            self.job_id,
+            step=self.step_offset + state.global_step,
+            epoch=state.epoch,
+            tokens_per_second=tokens_per_second,
+            eta_seconds=eta,
         )
         if jobs.cancel_requested(self.job_id):
             # Save a checkpoint at this step so `resume` continues from here.
@@ -58,7 +73,7 @@ class ProgressCallback(TrainerCallback):
         tokens_per_second, _ = self._rates(state)
         jobs.record_metrics(
             self.job_id,
-            step=state.global_step,
+            step=self.step_offset + state.global_step,
             epoch=state.epoch,
             loss=logs.get("loss"),
             eval_loss=logs.get("eval_loss"),

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from modelforge import data, evaluation, jobs
 from modelforge.config import JobConfig
 from modelforge.db import DatasetRecord, Job
+from modelforge.demo_model import DEMO_MODEL_NAME
 from modelforge.errors import ConfigError, JobCancelled, UnavailableError
 from modelforge.runtime import Runtime, resolve_runtime
 from modelforge.settings import Settings
@@ -45,6 +46,60 @@ def resolve_model_path(config: JobConfig, settings: Settings) -> str:
     from modelforge.demo_model import ensure_demo_model
 
     return str(ensure_demo_model(settings.models_dir))
+
+
+def resolve_init_from(config: JobConfig, settings: Settings) -> JobConfig:
+    """The config with `init_from` resolved to the adapter's folder and, when `model` is empty, the adapter's base.
+
+    ConfigError when it names a job that does not exist or has not completed, a folder without a causal-LM LoRA
+    adapter, or an adapter trained on another base model than `model`. Reads files only: safe in the web process.
+    """
+    if config.init_from is None:
+        return config
+    value = config.init_from
+    if value.isdigit():  # a job id; a folder named like a number is given as ./3
+        job = Job.get_or_none(Job.id == int(value))
+        if job is None:
+            raise ConfigError(f"init_from: there is no job {value}; `python -m modelforge jobs` lists them.")
+        if job.status != "completed":
+            raise ConfigError(f"init_from: job {value} ({job.name}) is {job.status}; start from a completed job.")
+        folder = Path(job.output_dir)
+        if not (folder / "adapter_config.json").is_file():
+            raise ConfigError(
+                f"init_from: job {value} ({job.name}) trained the full model, not a LoRA adapter; "
+                f"use its folder {folder} as model instead."
+            )
+    else:
+        folder = Path(value).expanduser().resolve()
+        if not folder.is_dir():
+            raise ConfigError(f"init_from: {value} is neither a job id nor a folder.")
+        if not (folder / "adapter_config.json").is_file():
+            raise ConfigError(
+                f"init_from: {folder} holds no LoRA adapter (adapter_config.json); give the id or the folder of a "
+                "finished LoRA job."
+            )
+    adapter = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    if adapter.get("task_type") != "CAUSAL_LM":
+        raise ConfigError(
+            f"init_from: the adapter in {folder} is for {adapter.get('task_type')}, not a causal language model."
+        )
+    trained_on = adapter.get("base_model_name_or_path") or ""
+    if config.model is not None and not _same_model(config.model, trained_on):
+        raise ConfigError(
+            f"init_from: the adapter in {folder} was trained on {trained_on or 'an unrecorded base model'}, "
+            f"not on {config.model}; set model to its base model, or leave model empty to use it."
+        )
+    # An empty model means the adapter's own base; the demo model stays the empty default.
+    is_demo = not trained_on or _same_model(trained_on, str(settings.models_dir / DEMO_MODEL_NAME))
+    return config.model_copy(update={"init_from": str(folder), "model": config.model or (None if is_demo else trained_on)})
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two model references name the same model: the same folder, or the same hub id."""
+    local_a, local_b = Path(a).expanduser(), Path(b).expanduser()
+    if local_a.exists() and local_b.exists():
+        return local_a.resolve() == local_b.resolve()
+    return a == b
 
 
 def resolve_dataset_source(source: str) -> str:
@@ -103,6 +158,7 @@ def run_job(job: Job, settings: Settings) -> None:
     output_dir = Path(job.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     strategy = runnable_strategy(config)
+    config = resolve_init_from(config, settings)
     provider = PROVIDERS[config.provider]
 
     jobs.set_stage(job.id, "loading model")

@@ -89,6 +89,10 @@ class HuggingFaceProvider:
             )
         except (OSError, ValueError) as exc:
             raise ModelLoadError(describe_load_failure(config.model or model_path, exc)) from exc
+        if config.init_from:  # a finished job's adapter (training.resolve_init_from gives its folder), trained further
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, config.init_from, is_trainable=True)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return LoadedModel(model=model, tokenizer=tokenizer)

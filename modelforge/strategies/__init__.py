@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from modelforge.strategies import sft
-from modelforge.tasks import TASKS
+from modelforge.strategies import dpo, rlhf, sft
+from modelforge.tasks import PREFERENCE_FIELDS, TASKS
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,10 @@ class Strategy:
     build_trainer: Callable[[Any], Any]
     tasks: tuple[str, ...]
     quantization: str | None = None  # the loading a strategy implies (qlora: 4bit)
+    data_fields: tuple[str, ...] | None = None  # fields needed whatever the task (preference pairs); None: the task's
 
     def fields(self, task: str) -> tuple[str, ...]:
-        return TASKS[task].fields
+        return self.data_fields or TASKS[task].fields
 
 
 SFT = Strategy(
@@ -41,5 +42,21 @@ STRATEGIES: dict[str, Strategy] = {
         name="qlora",
         description="SFT of LoRA adapters on the base model loaded in 4-bit NF4: the memory of a model four times smaller.",
         quantization="4bit",
+    ),
+    "dpo": Strategy(
+        name="dpo",
+        description="Direct preference optimisation on prompt/chosen/rejected pairs, e.g. after an SFT job (init_from).",
+        prepare_rows=dpo.to_preference_rows,
+        build_trainer=dpo.build_trainer,
+        tasks=("text-generation", "chat"),
+        data_fields=PREFERENCE_FIELDS,
+    ),
+    "rlhf": Strategy(
+        name="rlhf",
+        description="A reward model learns the preference pairs, then the policy is optimised against it (GRPO or RLOO).",
+        prepare_rows=dpo.to_preference_rows,
+        build_trainer=rlhf.build_trainer,
+        tasks=("text-generation", "chat"),
+        data_fields=PREFERENCE_FIELDS,
     ),
 }
