@@ -212,18 +212,19 @@ def run_job(job: Job, settings: Settings) -> None:
     if checkpoint:
         log.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    steps = progress.step_offset + trainer.state.global_step  # the job's steps: rlhf's stage 1 counts too
     if progress.cancelled:
         saved = last_checkpoint(output_dir)
-        jobs.finish(job.id, "cancelled", error=f"Cancelled at step {trainer.state.global_step}; checkpoint {saved}.")
+        jobs.finish(job.id, "cancelled", error=f"Cancelled at step {steps}; checkpoint {saved}.")
         if saved:
             jobs.add_artifact(job.id, "checkpoint", saved)
-        log.info("cancelled at step %d", trainer.state.global_step)
+        log.info("cancelled at step %d", steps)
         return
 
     metrics = {
         "train_loss": result.training_loss,
         "train_runtime": result.metrics["train_runtime"],
-        "steps": trainer.state.global_step,
+        "steps": steps,
         "tokens": trainer.state.num_input_tokens_seen,
     }
     metrics["tokens_per_second"] = metrics["tokens"] / max(metrics["train_runtime"], 1e-9)
@@ -232,7 +233,7 @@ def run_job(job: Job, settings: Settings) -> None:
         jobs.set_stage(job.id, "evaluating")
         if eval_dataset is not None:
             metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
-            jobs.record_metrics(job.id, step=trainer.state.global_step, eval_loss=metrics["eval_loss"])
+            jobs.record_metrics(job.id, step=steps, eval_loss=metrics["eval_loss"])
         tuned_predictions = evaluation.predict(trainer.model, loaded.tokenizer, config, eval_records)
         metrics["evaluation"] = evaluation.compare(config, eval_records, tuned_predictions, base_predictions, run.reward)
 
