@@ -94,6 +94,31 @@ def test_dpo_after_sft_prefers_the_chosen_variant_and_still_answers(engine, demo
     assert sum(in_form) / len(in_form) >= 0.8, list(zip(replies, in_form))
 
 
+@pytest.mark.parametrize("chat_template", [True, False], ids=["chat-template", "plain-prompt"])
+def test_answers_are_scored_on_the_tokens_dpo_trains_on(demo_model_path, tmp_path, chat_template):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from modelforge.strategies.dpo import answer_ids, as_turns, to_preference_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_path)
+    if not chat_template:
+        tokenizer.chat_template = None
+    records = preference_pairs(mapping_rows()[1][:4])
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(demo_model_path),
+        args=DPOConfig(str(tmp_path), use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none"),
+        train_dataset=Dataset.from_list(to_preference_rows(records, "text-generation", tokenizer)),
+        processing_class=tokenizer,
+    )
+    for record, row in zip(records, trainer.train_dataset):
+        for answer, column in ((record["chosen"], "chosen_ids"), (record["rejected"], "rejected_ids")):
+            prompt_ids, completion_ids = answer_ids(tokenizer, *as_turns(tokenizer, record["prompt"], answer))
+            assert (prompt_ids, completion_ids) == (row["prompt_ids"], row[column])
+            assert completion_ids[-1] == tokenizer.eos_token_id
+
+
 def test_a_dpo_job_without_preference_pairs_is_refused_naming_the_missing_fields(engine):
     with pytest.raises(DatasetError) as refused:
         engine.submit(JobConfig(name="dpo", strategy="dpo", dataset=str(SAMPLE)))
