@@ -91,7 +91,8 @@ def resolve_init_from(config: JobConfig, settings: Settings) -> JobConfig:
         )
     # An empty model means the adapter's own base; the demo model stays the empty default.
     is_demo = not trained_on or _same_model(trained_on, str(settings.models_dir / DEMO_MODEL_NAME))
-    return config.model_copy(update={"init_from": str(folder), "model": config.model or (None if is_demo else trained_on)})
+    model = config.model or (None if is_demo else trained_on)
+    return config.model_copy(update={"init_from": str(folder), "model": model})
 
 
 def _same_model(a: str, b: str) -> bool:

@@ -90,7 +90,10 @@ def test_dpo_after_sft_prefers_the_chosen_variant_and_still_answers(engine, demo
     # The SFT behaviour survives: the answers are made of the prompt's animal sounds (now often repeated).
     sounds = {animal: sound for row in train for animal, sound in zip(row["input"].split(), row["output"].split())}
     replies = [generate_reply(dpo_model.eval(), tokenizer, row["input"]) for row in held_out]
-    in_form = [bool(reply) and set(reply.split()) <= {sounds[a] for a in row["input"].split()} for reply, row in zip(replies, held_out)]
+    in_form = [
+        bool(reply) and set(reply.split()) <= {sounds[animal] for animal in row["input"].split()}
+        for reply, row in zip(replies, held_out)
+    ]
     assert sum(in_form) / len(in_form) >= 0.8, list(zip(replies, in_form))
 
 
