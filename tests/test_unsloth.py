@@ -135,3 +135,53 @@ def test_qlora_where_unsloth_cannot_load_4bit_fails_with_the_reason(engine, mapp
     job = engine.runner.wait(engine.submit(config).id)
     assert job.status == "failed"
     assert "Unsloth could not load this model in 4-bit on this machine" in job.error
+
+
+def test_unsloth_dpo_continues_an_sft_adapter_and_learns_the_preferred_answers(engine, mapping_dataset,
+                                                                                demo_model_path, tmp_path):
+    """SFT (huggingface, in this process) teaches the mapping; DPO through Unsloth, started from that adapter, learns
+    to prefer each answer with every sound said twice, which the SFT model ranks far below its own answer."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from modelforge import jobs, training
+    from modelforge.strategies.dpo import preference_scores
+
+    _require_unsloth()
+    rows = [json.loads(line) for line in mapping_dataset["train"].read_text().splitlines() if line.strip()]
+    train, held_out = training.split_records(rows, 0.2, 1)
+
+    def write(name: str, records: list[dict]) -> str:
+        (tmp_path / name).write_text("".join(json.dumps(record) + "\n" for record in records))
+        return str(tmp_path / name)
+
+    def pairs(records: list[dict]) -> list[dict]:
+        twice = [" ".join(sound for sound in r["output"].split() for _ in range(2)) for r in records]
+        return [{"prompt": r["input"], "chosen": chosen, "rejected": r["output"]} for r, chosen in zip(records, twice)]
+
+    steps = {"batch_size": 16, "learning_rate": 3e-3, "eval_split": 0, "save_steps": 100}
+    sft_config = JobConfig(name="sft", dataset=write("train.jsonl", train), training={"max_steps": 80, **steps})
+    engine.check(sft_config)
+    sft = engine.runner.submit(sft_config)
+    training.run_job(sft, engine.settings)  # its training stack is loaded in this process already
+    assert jobs.get_job(sft.id).status == "completed"
+
+    config = JobConfig(
+        name="dpo", provider="unsloth", strategy="dpo", init_from=str(sft.id),
+        dataset=write("pairs.jsonl", pairs(train)), training={"max_steps": 20, **steps},
+        preference={"beta": 0.01},  # the SFT model ranks the chosen answers ~60 nats lower: a small beta goes far
+    )
+    job = engine.runner.wait(engine.submit(config).id)
+    log = (Path(job.output_dir) / "train.log").read_text()
+    assert job.status == "completed", f"{job.error}\n{log[-3000:]}"
+    assert "Unsloth (CPU)" in log and "is a LoRA adapter; loading its base" in log  # Unsloth loaded the SFT adapter
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_path)
+
+    def preference_accuracy(adapter: str) -> float:
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(demo_model_path), adapter)
+        scores = preference_scores(model, tokenizer, pairs(held_out))
+        return sum(chosen > rejected for chosen, rejected in scores) / len(scores)
+
+    before, after = preference_accuracy(sft.output_dir), preference_accuracy(job.output_dir)
+    assert after >= 0.9 and after >= before + 0.5, (before, after)
