@@ -21,7 +21,7 @@ from modelforge import jobs
 from modelforge.config import JobConfig
 from modelforge.db import RESUMABLE_STATUSES, Job, SqliteDatabase, database, utcnow
 from modelforge.errors import ConfigError, JobError
-from modelforge.providers import worker_python
+from modelforge.providers import PROVIDERS
 from modelforge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class JobRunner:
         env = {**os.environ, **self.settings.worker_env(), "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
         with open(log_file, "ab") as log_handle:
             process = subprocess.Popen(
-                [worker_python(JobConfig.from_json(job.config).provider), "-m", "modelforge.worker", str(job.id)],
+                [PROVIDERS[JobConfig.from_json(job.config).provider].worker_python(), "-m", "modelforge.worker", str(job.id)],
                 stdin=subprocess.DEVNULL,
                 stdout=log_handle,
                 stderr=subprocess.STDOUT,

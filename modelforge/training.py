@@ -125,7 +125,7 @@ def last_checkpoint(output_dir: Path) -> Path | None:
 
 def runnable_strategy(config: JobConfig):
     """The config's strategy, once it is known to run here with the config's task and provider."""
-    from modelforge.providers import PROVIDERS, refusal
+    from modelforge.providers import PROVIDERS
     from modelforge.strategies import STRATEGIES
 
     strategy = STRATEGIES.get(config.strategy)
@@ -135,7 +135,7 @@ def runnable_strategy(config: JobConfig):
         raise ConfigError(f"task: strategy {config.strategy} supports {', '.join(strategy.tasks)}, not {config.task}")
     if strategy.quantization and config.lora is None:
         raise ConfigError(f"lora: strategy {config.strategy} trains LoRA adapters on a quantized model; it cannot be null")
-    reason = refusal(config)
+    reason = PROVIDERS[config.provider].supports(config)
     if reason:
         raise ConfigError(f"provider: {config.provider} cannot train this: {reason}")
     availability = PROVIDERS[config.provider].availability()

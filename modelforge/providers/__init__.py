@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,22 +29,15 @@ class Provider(Protocol):
 
     def load(self, config, runtime, model_path: str) -> LoadedModel: ...
 
+    def supports(self, config) -> str | None:
+        """Why this provider cannot train the config, known before a worker starts; None when it can."""
+
+    def worker_python(self) -> str:
+        """The interpreter, in the provider's own environment, that runs its jobs' workers."""
+
 
 PROVIDERS: dict[str, Provider] = {
     "huggingface": HuggingFaceProvider(),
     "unsloth": UnslothProvider(),
 }
 
-
-# A provider may declare two optional hooks, which the Hugging Face one does not need: `supports(config)` says why it
-# cannot train a config before a worker starts, and `worker_python()` names the interpreter of its own environment.
-def refusal(config) -> str | None:
-    """Why the config's provider cannot train it, known before a worker starts; None when it can."""
-    supports = getattr(PROVIDERS[config.provider], "supports", None)
-    return supports(config) if supports else None
-
-
-def worker_python(provider: str) -> str:
-    """The interpreter that runs the worker of a job with this provider."""
-    own = getattr(PROVIDERS[provider], "worker_python", None)
-    return own() if own else sys.executable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from modelforge.errors import ModelLoadError
 
@@ -66,6 +67,12 @@ class HuggingFaceProvider:
         from modelforge.providers import Availability
 
         return Availability(True)
+
+    def supports(self, config) -> str | None:
+        return None  # every task, strategy and loading option
+
+    def worker_python(self) -> str:
+        return sys.executable  # the app's own environment
 
     def load(self, config, runtime, model_path: str):
         from transformers import AutoConfig, AutoTokenizer
