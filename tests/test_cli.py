@@ -37,7 +37,7 @@ def good_data(tmp_path):
         ("dataset: {tmp}/bad.jsonl", '{{"input": "a", "output": "b"}}\n{{"input": "c", "output": \n', "line 2"),
         ("dataset: {tmp}/nofield.jsonl", '{{"input": "a"}}\n{{"input": "b"}}\n', "output"),
         ("dataset: {data}\ntraining: {{batch_size: 0}}", None, "training.batch_size"),
-        ("dataset: {data}\nstrategy: dpo", None, "strategy: dpo is not available"),
+        ("dataset: {data}\nstrategy: dpo", None, "no column for chosen"),
     ],
 )
 def test_bad_configs_and_datasets_fail_with_one_clear_error(config, data, expected, tmp_path, good_data, settings):

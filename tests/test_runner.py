@@ -96,8 +96,8 @@ def test_jobs_wait_in_a_fifo_queue_and_train_one_at_a_time(engine, mapping_datas
 
 
 def test_submit_rejects_what_cannot_run(engine, mapping_dataset, tmp_path):
-    with pytest.raises(ConfigError, match="strategy: dpo is not available"):
-        engine.submit(_config(mapping_dataset["train"]).model_copy(update={"strategy": "dpo"}))
+    with pytest.raises(ConfigError, match="task: strategy dpo supports text-generation, chat"):
+        engine.submit(_config(mapping_dataset["train"]).model_copy(update={"strategy": "dpo", "task": "summarization"}))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "a", "output": "b"}\n{"input": "c", "output"\n')
     with pytest.raises(DatasetError, match="line 2"):
