@@ -25,9 +25,12 @@ from modelforge.training import CONFIG_FILE, METRICS_FILE, resolve_dataset_sourc
 log = logging.getLogger(__name__)
 
 TOKENS_URL = "https://huggingface.co/settings/tokens"
-# Intermediate checkpoints, training logs and the merged copy stay out of an adapter push.
-SKIPPED_DIRS = ("checkpoint-*", "runs", "logs", export.MERGED_DIR)
-SKIPPED_FILES = ("*.log", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "README.md")
+# Intermediate checkpoints, training logs, the merged copy and TRL's copy of a DPO job's starting adapter (ref/) stay
+# out of an adapter push, and so do the evaluation files, which hold the model's answers to the user's held-out rows.
+SKIPPED_DIRS = ("checkpoint-*", "runs", "logs", "ref", export.MERGED_DIR)
+SKIPPED_FILES = (
+    "*.log", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "README.md", "evaluation-*.json"
+)
 JOB_RECORDS = (CONFIG_FILE, METRICS_FILE)  # the run's record, uploaded beside a merged model too
 LOSS_CURVE = "loss_curve.png"
 

@@ -285,12 +285,13 @@ def test_bad_repo_id_and_unfinished_job_fail_before_any_request(finished_job, en
 def test_upload_files_skips_checkpoints_optimizer_states_logs_the_merged_copy_and_the_old_readme(tmp_path):
     folder = tmp_path / "run"
     for name in ("adapter_model.safetensors", "README.md", "train.log", ".lock", "checkpoint-3/model.bin",
-                 "runs/x/events", "merged/model.safetensors", "optimizer.pt", "rng_state_0.pth", "sub/README.md"):
+                 "runs/x/events", "merged/model.safetensors", "optimizer.pt", "rng_state_0.pth", "sub/README.md",
+                 "ref/adapter_model.safetensors", "evaluation-base.json", "reward_model/adapter_model.safetensors"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text("x")
     assert [p.relative_to(folder).as_posix() for p in upload_files(folder)] == [
-        "adapter_model.safetensors", "sub/README.md"
-    ]
+        "adapter_model.safetensors", "reward_model/adapter_model.safetensors", "sub/README.md"
+    ]  # an rlhf job's reward model goes with its policy
 
 
 def run_push_cli(*args, settings):
