@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import gradio as gr
 
-from modelforge.config import PRESETS, EvaluationConfig, JobConfig, LoraConfig, TrainingConfig
+from modelforge.config import (
+    PRESETS,
+    EvaluationConfig,
+    JobConfig,
+    LoraConfig,
+    PreferenceConfig,
+    PreferenceLoss,
+    RlAlgorithm,
+    TrainingConfig,
+)
 from modelforge.errors import ModelForgeError
 from modelforge.tasks import TASKS
 from modelforge.ui.evaluation_table import EXAMPLE_COLUMNS, evaluation_table, example_rows
@@ -18,7 +29,7 @@ _LORA_DEFAULTS = LoraConfig()
 
 
 def _advanced_fields() -> list[tuple[str, gr.components.Component]]:
-    t, lo, e = _TRAINING_DEFAULTS, _LORA_DEFAULTS, EvaluationConfig()
+    t, lo, e, p = _TRAINING_DEFAULTS, _LORA_DEFAULTS, EvaluationConfig(), PreferenceConfig()
     return [
         ("training.epochs", gr.Number(t.epochs, label="epochs", minimum=0.01)),
         ("training.max_steps", gr.Number(t.max_steps, label="max steps (-1: use epochs)", precision=0)),
@@ -47,6 +58,13 @@ def _advanced_fields() -> list[tuple[str, gr.components.Component]]:
         ("evaluation.compare_base", gr.Checkbox(e.compare_base, label="score the base model too (before/after table)")),
         ("evaluation.max_samples", gr.Number(e.max_samples, label="held-out rows scored", precision=0, minimum=1)),
         ("evaluation.max_new_tokens", gr.Number(e.max_new_tokens, label="longest generated answer (tokens)", precision=0)),
+        ("init_from", gr.Textbox("", label="dpo/rlhf: start from a finished SFT job's id or an adapter folder (empty: the base)")),
+        ("preference.beta", gr.Number(p.beta, label="dpo/rlhf: beta (how close the policy stays to its reference)")),
+        ("preference.loss_type", gr.Dropdown(list(get_args(PreferenceLoss)), value=p.loss_type, label="dpo: loss type")),
+        ("preference.rl_algorithm", gr.Dropdown(list(get_args(RlAlgorithm)), value=p.rl_algorithm, label="rlhf: online RL algorithm")),
+        ("preference.num_generations", gr.Number(p.num_generations, label="rlhf: answers sampled per prompt", precision=0)),
+        ("preference.max_completion_length", gr.Number(p.max_completion_length, label="rlhf: longest sampled answer (tokens)", precision=0)),
+        ("preference.reward_model_steps", gr.Number(p.reward_model_steps, label="rlhf: reward model steps (-1: epochs)", precision=0)),
     ]
 
 

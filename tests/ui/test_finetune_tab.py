@@ -95,3 +95,11 @@ def test_form_values_become_the_job_config():
     config = config_from_form("d.jsonl", "chat", "org/model", "huggingface", "sft", keys, values)
     assert config.model == "org/model" and config.lora.target_modules == ["q_proj", "v_proj"] and config.quantization is None
     assert config.eval_dataset is None
+
+
+def test_preference_settings_and_the_starting_job_reach_the_config():
+    keys = ["init_from", "preference.beta", "preference.loss_type", "preference.rl_algorithm"]
+    config = config_from_form("pairs.jsonl", "text-generation", DEMO_MODEL, "huggingface", "dpo", keys, ["3", 0.2, "ipo", "rloo"])
+    assert config.init_from == "3" and config.preference.beta == 0.2 and config.preference.loss_type == "ipo"
+    config = config_from_form("pairs.jsonl", "text-generation", DEMO_MODEL, "huggingface", "rlhf", keys, ["", 0.1, "sigmoid", "rloo"])
+    assert config.init_from is None and config.preference.rl_algorithm == "rloo"
