@@ -8,6 +8,7 @@ Generation is greedy and bounded by `evaluation.max_samples` rows and `evaluatio
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,25 @@ def kind_of(config: JobConfig, model) -> str:
 
 def predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[str, Any]:
     """One model's answers on held-out rows (and its loss on their references), as JSON-ready data for `compare`."""
+    with _evaluating(model):
+        return _predict(model, tokenizer, config, records)
+
+
+@contextmanager
+def _evaluating(model):
+    """Eval mode for scoring, then the model exactly as training left it, 4-bit layers' weight layout included."""
+    from modelforge.providers.huggingface import restore_4bit_training_layout
+
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        restore_4bit_training_layout(model)
+
+
+def _predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[str, Any]:
     kind = kind_of(config, model)
     sample = records[: config.evaluation.max_samples]
     result: dict[str, Any] = {"kind": kind, "loss": None}
@@ -171,23 +191,18 @@ def completion_loss(model, tokenizer, config: JobConfig, records: list[dict]) ->
     else:
         pairs = [_causal_ids(tokenizer, row) for row in to_sft_rows(records, config.task, tokenizer)]
     total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    try:
-        for prompt_ids, answer_ids in pairs:
-            if encoder_decoder:
-                inputs, labels = prompt_ids, answer_ids
-                tokens = len(labels)
-            else:
-                inputs = (prompt_ids + answer_ids)[-limit:]
-                labels = ([-100] * len(prompt_ids) + answer_ids)[-limit:]
-                tokens = sum(label != -100 for label in labels[1:])  # the first position predicts nothing
-            with torch.no_grad():
-                loss = model(input_ids=torch.tensor([inputs], device=model.device), labels=torch.tensor([labels], device=model.device)).loss
-            total += loss.item() * tokens
-            count += tokens
-    finally:
-        model.train(was_training)
+    for prompt_ids, answer_ids in pairs:
+        if encoder_decoder:
+            inputs, labels = prompt_ids, answer_ids
+            tokens = len(labels)
+        else:
+            inputs = (prompt_ids + answer_ids)[-limit:]
+            labels = ([-100] * len(prompt_ids) + answer_ids)[-limit:]
+            tokens = sum(label != -100 for label in labels[1:])  # the first position predicts nothing
+        with torch.no_grad():
+            loss = model(input_ids=torch.tensor([inputs], device=model.device), labels=torch.tensor([labels], device=model.device)).loss
+        total += loss.item() * tokens
+        count += tokens
     return total / max(count, 1)
 
 
@@ -213,8 +228,6 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
     templated = bool(getattr(tokenizer, "chat_template", None))
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    was_training = model.training
-    model.eval()
     texts = []
     try:
         for start in range(0, len(prompts), GENERATION_BATCH):
@@ -236,7 +249,6 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
             texts += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = padding_side
-        model.train(was_training)
     return texts
 
 

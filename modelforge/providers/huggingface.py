@@ -44,6 +44,21 @@ def model_class_for(task: str, model_config):
     return transformers.AutoModelForCausalLM
 
 
+def restore_4bit_training_layout(model) -> None:
+    """Undo bitsandbytes' CPU repacking of 4-bit weights, which its first eval-mode forward pass does in place for a
+    faster inference kernel, and which its training path does not read: a model scored before training would then
+    train on scrambled weights. bitsandbytes itself unpacks this way before saving."""
+    if "bitsandbytes" not in sys.modules:
+        return
+    from bitsandbytes.nn import Linear4bit
+    from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
+
+    for module in model.modules():
+        state = getattr(module.weight, "quant_state", None) if isinstance(module, Linear4bit) else None
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(module.weight.data, state)
+
+
 def quantization_config(kind: str | None, runtime):
     if kind is None:
         return None
