@@ -237,9 +237,12 @@ def build(engine) -> list:
         )
         return message, saved_table(), gr.update(interactive=False), None
 
+    # Reading a new file, validating and saving run one after another, in the order pressed: a Validate pressed while
+    # the file is still being read must not have its result undone when the reading ends.
+    in_order = dict(concurrency_id="dataset", concurrency_limit=1)
     file.change(
         inspect, [file, task, strategy], [inspection, columns, *slots, name, save_button, validated],
-        api_name="dataset_inspect",
+        api_name="dataset_inspect", **in_order,
     )
     for component in (task, strategy):
         component.change(remap, [task, strategy, columns], [*slots, save_button, validated], api_name=False)
@@ -247,11 +250,11 @@ def build(engine) -> list:
         component.input(lambda: (gr.update(interactive=False), None), None, [save_button, validated], api_name=False)
     validate_button.click(
         validate, [file, hub_id, task, strategy, model, max_length, *slots],
-        [report, preview, stats, histogram, save_button, validated, *slots], api_name="dataset_validate",
+        [report, preview, stats, histogram, save_button, validated, *slots], api_name="dataset_validate", **in_order,
     )
     save_button.click(
         save, [name, file, hub_id, task, strategy, validated, *slots], [saved, table, save_button, validated],
-        api_name="dataset_save",
+        api_name="dataset_save", **in_order,
     )
     refresh_button.click(saved_table, None, table, api_name="dataset_list")
     return [(saved_table, [table])]

@@ -95,6 +95,8 @@ def test_upload_train_reload_and_chat_in_a_real_browser(server, tmp_path):
         # Dataset: upload, validate, save.
         page.get_by_role("tab", name="Dataset").click()
         page.locator("input[type=file]").first.set_input_files(str(SAMPLE))
+        # The file's columns are read first; a Validate pressed before that would be undone by it.
+        expect(_visible(page.get_by_text(re.compile(r"Columns mapped automatically")))).to_be_visible(timeout=60_000)
         _visible(page.get_by_role("button", name="Validate")).click()
         expect(_visible(page.get_by_role("heading", name=re.compile("Valid")))).to_be_visible(timeout=60_000)
         _visible(page.get_by_label("Dataset name")).fill("words")
