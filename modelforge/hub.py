@@ -328,6 +328,9 @@ def hyperparameters(config: JobConfig) -> dict:
     else:
         values["lora"] = "none (full fine-tuning)"
     if config.strategy in ("dpo", "rlhf"):  # the strategies that read the preference section
+        start = config.init_from
+        # A job id, or only the adapter folder's name: the card does not publish the user's local paths.
+        values["init_from"] = "the base model" if not start else f"job {start}" if start.isdigit() else Path(start).name
         values |= {f"preference.{key}": value for key, value in config.preference.model_dump(mode="json").items()}
     return values
 

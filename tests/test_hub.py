@@ -342,3 +342,15 @@ def test_the_usage_snippet_uses_the_auto_class_of_the_pushed_model(tmp_path, fil
     snippet = usage_snippet("alice/demo", family, adapter="adapter_config.json" in files, has_chat_template=False)
     compile(snippet, "snippet", "exec")
     assert f'model = {loader}.from_pretrained("alice/demo")' in snippet
+
+
+def test_a_preference_jobs_card_names_its_settings_and_starting_point_without_local_paths():
+    from modelforge.config import JobConfig
+    from modelforge.hub import hyperparameters
+
+    config = JobConfig(dataset="p.jsonl", strategy="dpo", init_from="3", preference={"beta": 0.2})
+    values = hyperparameters(config)
+    assert values["init_from"] == "job 3" and values["preference.beta"] == 0.2
+    folder = JobConfig(dataset="p.jsonl", strategy="dpo", init_from="/home/someone/runs/sft-adapter")
+    assert hyperparameters(folder)["init_from"] == "sft-adapter"
+    assert "init_from" not in hyperparameters(JobConfig(dataset="p.jsonl"))
