@@ -43,9 +43,9 @@ class TrainingRun:
 def resolve_model_path(config: JobConfig, settings: Settings) -> str:
     if config.model:
         return config.model
-    from modelforge.demo_model import ensure_demo_model
+    from modelforge.demo_model import demo_kind, ensure_demo_model
 
-    return str(ensure_demo_model(settings.models_dir))
+    return str(ensure_demo_model(settings.models_dir, demo_kind(config.task)))
 
 
 def resolve_init_from(config: JobConfig, settings: Settings) -> JobConfig:

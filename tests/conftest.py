@@ -14,9 +14,10 @@ from modelforge.settings import Settings
 
 @pytest.fixture(scope="session")
 def demo_models_dir(request):
-    """The models folder holding the built demo model: built once, kept in pytest's cache between runs.
+    """The models folder holding the built demo models: each built once, kept in pytest's cache between runs.
 
-    The folder is named after the demo recipe's version, so a changed recipe builds anew.
+    Each model's folder is named after its recipe's version, so a changed recipe builds anew. The causal model is
+    built here; the others by their own fixtures, so only the tests that need them wait for them.
     """
     from modelforge.demo_model import ensure_demo_model
 
@@ -30,6 +31,22 @@ def demo_model_path(demo_models_dir):
     from modelforge.demo_model import ensure_demo_model
 
     return ensure_demo_model(demo_models_dir)
+
+
+@pytest.fixture(scope="session")
+def demo_seq2seq_path(demo_models_dir):
+    """The encoder-decoder demo model (summarization), built once into the same cached folder (~30 s)."""
+    from modelforge.demo_model import ensure_demo_model
+
+    return ensure_demo_model(demo_models_dir, "seq2seq")
+
+
+@pytest.fixture(scope="session")
+def demo_qa_path(demo_models_dir):
+    """The encoder with a span head (extractive-qa), built once into the same cached folder (~25 s)."""
+    from modelforge.demo_model import ensure_demo_model
+
+    return ensure_demo_model(demo_models_dir, "qa")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The built-in demo model: a plain Hugging Face folder, built once, safely, and pretrained to follow its template."""
+"""The built-in demo models: plain Hugging Face folders, built once, safely, each pretrained on its generic task."""
 
 import random
 import subprocess
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from modelforge import demo_model
-from modelforge.demo_model import DEMO_MODEL_NAME, ensure_demo_model, generate_reply
+from modelforge.config import JobConfig
+from modelforge.demo_model import DEMO_MODEL_NAME, DEMO_MODELS, ensure_demo_model, generate_reply
 
 CONVERSATION = [
     {"role": "system", "content": "be brief"},
@@ -92,14 +93,14 @@ def test_the_pretrained_model_repeats_random_words_and_stops(demo):
 
 
 def test_a_second_call_returns_the_built_folder_without_building(demo_models_dir, monkeypatch):
-    monkeypatch.setattr(demo_model, "_build", lambda folder: pytest.fail("rebuilt an existing demo model"))
+    monkeypatch.setattr(demo_model, "_build", lambda folder, kind: pytest.fail("rebuilt an existing demo model"))
     assert ensure_demo_model(demo_models_dir) == demo_models_dir / DEMO_MODEL_NAME
 
 
 def test_concurrent_calls_build_once_and_never_expose_a_partial_folder(tmp_path, monkeypatch):
     builds = []
 
-    def slow_build(folder: Path) -> None:
+    def slow_build(folder: Path, kind: str) -> None:
         builds.append(folder)
         (folder / "config.json").write_text("{}")
         time.sleep(0.3)
@@ -118,7 +119,7 @@ def test_concurrent_calls_build_once_and_never_expose_a_partial_folder(tmp_path,
 
 
 def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
-    def failing_build(folder: Path) -> None:
+    def failing_build(folder: Path, kind: str) -> None:
         (folder / "config.json").write_text("{}")
         raise RuntimeError("out of disk")
 
@@ -126,3 +127,70 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="out of disk"):
         ensure_demo_model(tmp_path)
     assert [path for path in tmp_path.iterdir() if path.is_dir()] == []
+
+
+# -- the encoder-decoder and the span-QA demo models ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "task, kind", [("text-generation", "causal"), ("chat", "causal"), ("summarization", "seq2seq"), ("extractive-qa", "qa")]
+)
+def test_a_job_without_a_model_trains_its_tasks_demo_model(task, kind, settings, monkeypatch):
+    from modelforge.training import resolve_model_path
+
+    monkeypatch.setattr(demo_model, "_build", lambda folder, kind: pytest.fail("the demo models are built already"))
+    (settings.models_dir / DEMO_MODELS[kind]).mkdir(exist_ok=True)  # a folder stands for the built model
+    assert resolve_model_path(JobConfig(task=task, dataset="data.jsonl"), settings) == str(
+        settings.models_dir / DEMO_MODELS[kind]
+    )
+
+
+def test_the_three_demo_models_share_one_vocabulary(demo_model_path, demo_seq2seq_path, demo_qa_path):
+    from transformers import AutoTokenizer
+
+    text = "the cow says moo. where is the red fox?"
+    causal, seq2seq, qa = (AutoTokenizer.from_pretrained(path) for path in (demo_model_path, demo_seq2seq_path, demo_qa_path))
+    assert seq2seq(text, add_special_tokens=False) == causal(text, add_special_tokens=False)
+    assert qa(text, add_special_tokens=False)["input_ids"] == causal(text, add_special_tokens=False)["input_ids"]
+
+
+def test_the_encoder_decoder_copies_a_document_it_never_saw(demo_seq2seq_path):
+    """Its pretraining task on new random documents: copied exactly (measured 30 of 30)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from modelforge.prediction import generate_summary
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_seq2seq_path)
+    model = AutoModelForSeq2SeqLM.from_pretrained(demo_seq2seq_path)
+    assert tokenizer("milk and honey")["input_ids"][-1] == tokenizer.eos_token_id  # labels teach it to stop
+    rng = random.Random(3)
+    documents = [demo_model._random_document(rng, 16) for _ in range(30)]
+    copied = sum(generate_summary(model, tokenizer, document, 48) == document for document in documents)
+    assert copied >= 20
+
+
+def test_the_span_model_answers_its_pretraining_questions(demo_qa_path):
+    """Span lookup and the rest of a sentence after the question's words, on new random contexts (measured 38 of 40)."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from modelforge.prediction import answer_question
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_qa_path)
+    model = AutoModelForQuestionAnswering.from_pretrained(demo_qa_path)
+    rng = random.Random(3)
+    examples = [demo_model._span_example(rng) for _ in range(40)]
+    answers = [answer_question(model, tokenizer, example["question"], example["context"]) for example in examples]
+    for example, answer in zip(examples, answers):
+        assert example["context"][answer["start"] : answer["end"]] == answer["text"]
+    hits = sum(answer["text"] == example["answer"]["text"] for example, answer in zip(examples, answers))
+    assert hits >= 30
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "qa"])
+def test_the_web_process_entry_point_returns_a_built_model(kind, demo_models_dir, demo_seq2seq_path, demo_qa_path):
+    """`python -m modelforge.demo_model DIR KIND`, which ensure_demo_model_in_subprocess runs in a child process."""
+    result = subprocess.run(
+        [sys.executable, "-m", "modelforge.demo_model", str(demo_models_dir), kind],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.stdout.strip() == str(demo_models_dir / DEMO_MODELS[kind])

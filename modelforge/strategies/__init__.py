@@ -28,10 +28,11 @@ class Strategy:
 
 SFT = Strategy(
     name="sft",
-    description="Supervised fine-tuning on input/output pairs or conversations; LoRA unless lora is null.",
-    prepare_rows=sft.to_sft_rows,
+    description="Supervised fine-tuning on input/output pairs, conversations or question/context/answer rows; "
+    "LoRA unless lora is null.",
+    prepare_rows=sft.prepare_rows,
     build_trainer=sft.build_trainer,
-    tasks=("text-generation", "chat", "summarization"),
+    tasks=("text-generation", "chat", "summarization", "extractive-qa"),
 )
 
 STRATEGIES: dict[str, Strategy] = {

@@ -37,9 +37,9 @@ def trainer_arguments(run) -> dict:
     )
 
 
-def lora_config(run, task_type: str):
+def lora_config(run, task_type: str, **options):
     """The LoRA a trainer applies; None for full fine-tuning, or when the model already has its adapters (the
-    provider applied them, as Unsloth does, or they were loaded to be trained further)."""
+    provider applied them, as Unsloth does, or they were loaded to be trained further). `options` go to LoraConfig."""
     from peft import LoraConfig, PeftModel
 
     lora = run.config.lora
@@ -51,4 +51,19 @@ def lora_config(run, task_type: str):
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
         task_type=task_type,
+        **options,
     )
+
+
+def adapted_model(run, task_type: str, **options):
+    """The model a plain transformers Trainer trains: wrapped with LoRA (a quantized base prepared for it first, as
+    TRL's trainers do), or as it is for full fine-tuning or when it already has its adapters."""
+    config = lora_config(run, task_type, **options)
+    if config is None:
+        return run.model
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    model = run.model
+    if run.config.quantization:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=run.runtime.gradient_checkpointing)
+    return get_peft_model(model, config)

@@ -1,11 +1,18 @@
-"""Supervised fine-tuning with TRL's SFTTrainer; loss on the response only."""
+"""Supervised fine-tuning: the path is chosen by the loaded model's class, never by the user.
+
+- causal LMs (text-generation, chat, summarization): TRL's SFTTrainer, loss on the response only;
+- encoder-decoders (summarization): strategies/seq2seq.py;
+- encoders with a span head (extractive-qa, the only head the provider loads for it): strategies/span_qa.py.
+"""
 
 from __future__ import annotations
 
-from modelforge.errors import UnavailableError
+from modelforge.strategies import seq2seq, span_qa
 from modelforge.strategies.common import lora_config, trainer_arguments
 
 GENERATION_MARK = "{% generation %}"
+# Tasks whose trainer rows depend on the model's class, known only in build_trainer: prepare_rows keeps their records.
+MODEL_SHAPED_TASKS = ("summarization", "extractive-qa")
 
 
 def _has_chat_template(tokenizer) -> bool:
@@ -32,16 +39,32 @@ def to_sft_rows(records: list[dict], task: str, tokenizer) -> list[dict]:
     return [{"prompt": record["input"] + "\n", "completion": record["output"]} for record in records]
 
 
+def prepare_rows(records: list[dict], task: str, tokenizer) -> list[dict]:
+    """The SFT strategy's rows: SFTTrainer's, or the canonical records where the model's class decides their form."""
+    return records if task in MODEL_SHAPED_TASKS else to_sft_rows(records, task, tokenizer)
+
+
 def build_trainer(run):
+    if run.config.task == "extractive-qa":
+        return span_qa.build_trainer(run)
+    if run.model.config.is_encoder_decoder:
+        return seq2seq.build_trainer(run)
+    return _causal_trainer(run)
+
+
+def _causal_trainer(run):
+    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     config = run.config
-    if config.task not in ("text-generation", "chat", "summarization") or run.model.config.is_encoder_decoder:
-        raise UnavailableError(
-            f"SFT for task {config.task} on {type(run.model).__name__} is not supported yet; "
-            "use a causal language model with text-generation, chat or summarization."
-        )
-    uses_messages = "messages" in run.train_dataset.column_names
+
+    def sft_rows(dataset):
+        if dataset is None or config.task not in MODEL_SHAPED_TASKS:
+            return dataset
+        return Dataset.from_list(to_sft_rows(dataset.to_list(), config.task, run.tokenizer))
+
+    train_dataset, eval_dataset = sft_rows(run.train_dataset), sft_rows(run.eval_dataset)
+    uses_messages = "messages" in train_dataset.column_names
     args = SFTConfig(
         **trainer_arguments(run),
         max_length=config.training.max_length,
@@ -52,8 +75,8 @@ def build_trainer(run):
     return SFTTrainer(
         model=run.model,
         args=args,
-        train_dataset=run.train_dataset,
-        eval_dataset=run.eval_dataset,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=run.tokenizer,
         peft_config=lora_config(run, "CAUSAL_LM"),
         callbacks=run.callbacks,
