@@ -59,18 +59,22 @@ def restore_4bit_training_layout(model) -> None:
             module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(module.weight.data, state)
 
 
-def quantization_config(kind: str | None, runtime):
+def quantization_config(kind: str | None, runtime, task: str | None = None):
     if kind is None:
         return None
     from transformers import BitsAndBytesConfig
 
+    # A span head (2 outputs) stays in full precision: it is trained whole beside the adapters, which peft refuses
+    # on quantized weights. Other models keep transformers' default list (the output embeddings).
+    skip = {"llm_int8_skip_modules": ["qa_outputs"]} if task == "extractive-qa" else {}
     if kind == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, **skip)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=runtime.torch_dtype,
+        **skip,
     )
 
 
@@ -106,7 +110,7 @@ class HuggingFaceProvider:
                 model_path,
                 token=token,
                 dtype=runtime.torch_dtype,
-                quantization_config=quantization_config(config.quantization, runtime),
+                quantization_config=quantization_config(config.quantization, runtime, config.task),
                 device_map={"": 0} if runtime.device == "cuda" else "cpu",
             )
         except (OSError, ValueError) as exc:
