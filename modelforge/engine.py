@@ -83,12 +83,13 @@ class Engine:
         return [entry["id"] for entry in hardware.recommended_models(hardware.profile(report), task) if entry["id"] != "demo"]
 
     def dataset_choices(self, task: str) -> list[tuple[str, str]]:
-        """Saved datasets of this task, then the bundled sample for it."""
+        """Saved datasets of this task, then the bundled samples for it: `<task>.jsonl`, and `<task>-demo.jsonl` where
+        that sample is real text the tiny demo model cannot learn (the demo one is in the demo models' vocabulary)."""
         saved = DatasetRecord.select().where(DatasetRecord.task == task).order_by(DatasetRecord.name)
         choices = [(f"{record.name} ({record.rows} rows)", record.name) for record in saved]
-        sample = SAMPLES_DIR / f"{task}.jsonl"
-        if sample.exists():
-            choices.append((f"sample: {sample.name}", str(sample)))
+        for sample in (SAMPLES_DIR / f"{task}.jsonl", SAMPLES_DIR / f"{task}-demo.jsonl"):
+            if sample.exists():
+                choices.append((f"sample: {sample.name}", str(sample)))
         return choices
 
     def list_jobs(self) -> list[Job]:

@@ -1,12 +1,13 @@
 """Extractive QA: an encoder's span head learns to answer from the context, through the real job path.
 
-The task, in the demo vocabulary: a context states one fact about each of a few animals ("the cow eats grass. the fox
+The task, assets/samples/extractive-qa-demo.jsonl, in the demo vocabulary: a context states one fact about each of a few animals ("the cow eats grass. the fox
 lives in the den. the owl is brown."), and a question asks for one of them ("what does the cow eat?" -> "grass"). The
-facts are drawn at random, so only reading the context answers them.
+facts are drawn at random, so only reading the context answers them. The held-out rows are drawn the same way.
 """
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -24,11 +25,15 @@ FACTS = {
     "home": ("the {} lives in the {}.", "where does the {} live?", "the {}", PLACES.split()),
     "color": ("the {} is {}.", "what color is the {}?", "{}", COLORS.split()),
 }
+SAMPLE = Path(__file__).resolve().parent.parent / "assets" / "samples" / "extractive-qa-demo.jsonl"
 MAX_LENGTH = 64  # tokens per window: a long context (14 facts) needs two or three
 
 
 def fact_rows(seed: int, count: int, animals: int, asked_from_last: int | None = None) -> list[dict]:
-    """Rows of `animals` facts each; the question asks about one of them (one of the last `asked_from_last`)."""
+    """Rows of `animals` facts each; the question asks about one of them (one of the last `asked_from_last`).
+
+    The sample holds fact_rows(0, 200, animals=4) + fact_rows(1, 60, animals=14), its answers in SQuAD's form.
+    """
     rng = random.Random(seed)
     rows = []
     for _ in range(count):
@@ -66,9 +71,9 @@ def windows_of(tokenizer, row: dict) -> list[tuple[int, int]]:
     return list(zip(features["start_positions"], features["end_positions"]))
 
 
-def test_lora_on_the_span_head_learns_to_answer_short_and_long_contexts(engine, demo_qa_path, tmp_path):
+def test_lora_on_the_span_head_learns_to_answer_short_and_long_contexts(engine, demo_qa_path):
     """Measured here (EM / F1, 0-100, held-out): 18 / 62 untrained -> 100 / 100 on contexts of 4 facts, and 7 / 40 ->
-    100 / 100 on contexts of 14 facts split into 2-3 windows with the answer beyond the first, after 80 LoRA steps."""
+    97 / 97 on contexts of 14 facts split into 2-3 windows with the answer beyond the first, after 80 LoRA steps."""
     from peft import PeftConfig, PeftModel
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -76,14 +81,10 @@ def test_lora_on_the_span_head_learns_to_answer_short_and_long_contexts(engine, 
     short, long = fact_rows(2, 50, animals=4), fact_rows(3, 30, animals=14, asked_from_last=3)
     # Every long held-out context needs several windows, and its answer lies beyond the first.
     assert all(len(windows_of(tokenizer, row)) > 1 and windows_of(tokenizer, row)[0] == (0, 0) for row in long)
-    data = tmp_path / "facts.jsonl"
-    rows = fact_rows(0, 200, animals=4) + fact_rows(1, 60, animals=14)
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-
     base = AutoModelForQuestionAnswering.from_pretrained(demo_qa_path)
     before = {"short": squad_scores(base, tokenizer, short), "long": squad_scores(base, tokenizer, long)}
     config = JobConfig(
-        name="facts", task="extractive-qa", dataset=str(data),  # no model: the span-QA demo
+        name="facts", task="extractive-qa", dataset=str(SAMPLE),  # no model: the span-QA demo
         training={"max_steps": 80, "batch_size": 16, "learning_rate": 3e-3, "max_length": MAX_LENGTH,
                   "save_steps": 100, "logging_steps": 10},
     )
@@ -100,7 +101,7 @@ def test_lora_on_the_span_head_learns_to_answer_short_and_long_contexts(engine, 
         assert after[kind]["exact_match"] >= before[kind]["exact_match"] + 50, (kind, before, after)
 
 
-def test_qlora_trains_the_span_head_beside_adapters_on_a_4bit_encoder(engine, demo_qa_path, tmp_path):
+def test_qlora_trains_the_span_head_beside_adapters_on_a_4bit_encoder(engine, demo_qa_path):
     """The span head (2 outputs) stays in full precision, the encoder's linear layers are 4-bit, and it learns."""
     from bitsandbytes.nn import Linear4bit
     from peft import PeftModel
@@ -109,10 +110,8 @@ def test_qlora_trains_the_span_head_beside_adapters_on_a_4bit_encoder(engine, de
     from modelforge.providers import PROVIDERS
     from modelforge.runtime import Runtime
 
-    data = tmp_path / "facts.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in fact_rows(0, 200, animals=4)))
     config = JobConfig(
-        name="facts-4bit", task="extractive-qa", strategy="qlora", dataset=str(data),
+        name="facts-4bit", task="extractive-qa", strategy="qlora", dataset=str(SAMPLE),
         training={"max_steps": 60, "batch_size": 16, "learning_rate": 3e-3, "save_steps": 100, "logging_steps": 10},
     )
     job = engine.runner.wait(engine.submit(config).id)
