@@ -138,11 +138,11 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_a_job_without_a_model_trains_its_tasks_demo_model(task, kind, settings, monkeypatch):
     from modelforge.training import resolve_model_path
 
-    monkeypatch.setattr(demo_model, "_build", lambda folder, kind: pytest.fail("the demo models are built already"))
-    (settings.models_dir / DEMO_MODELS[kind]).mkdir(exist_ok=True)  # a folder stands for the built model
+    monkeypatch.setattr(demo_model, "ensure_demo_model", lambda models_dir, kind="causal": models_dir / DEMO_MODELS[kind])
     assert resolve_model_path(JobConfig(task=task, dataset="data.jsonl"), settings) == str(
         settings.models_dir / DEMO_MODELS[kind]
     )
+    assert resolve_model_path(JobConfig(task=task, dataset="data.jsonl", model="some/model"), settings) == "some/model"
 
 
 def test_the_three_demo_models_share_one_vocabulary(demo_model_path, demo_seq2seq_path, demo_qa_path):
