@@ -57,3 +57,43 @@ def test_playground_explains_what_to_choose_and_bad_models(app_client, tmp_path)
     )
     status = app_client.predict(None, str(tmp_path / "missing"), "chat", True, api_name="/playground_load")
     assert status.startswith("error: Model folder") and "missing" in status
+
+
+CONTEXT = "the tiger is pink. the bear lives in the hill. the dog lives in the island. the frog is yellow."
+
+
+def _answer_spans(highlighted: list[dict]) -> list[str]:
+    return [piece["token"] for piece in highlighted if piece["class_or_confidence"] == "answer"]
+
+
+def test_extractive_qa_highlights_each_models_answer_in_the_context(engine, app_client, demo_qa_path):
+    """A QA job's adapter (random, so that it changes the answer) beside its base, both spans shown in the context."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from modelforge.config import JobConfig
+
+    torch.manual_seed(0)
+    output_dir = engine.settings.runs_dir / "qa-lora"
+    model = get_peft_model(
+        AutoModelForQuestionAnswering.from_pretrained(demo_qa_path),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", exclude_modules=["qa_outputs"], task_type="QUESTION_ANS",
+                   init_lora_weights=False),
+    )
+    model.save_pretrained(output_dir)
+    AutoTokenizer.from_pretrained(demo_qa_path).save_pretrained(output_dir)
+    config = JobConfig(name="qa-lora", task="extractive-qa", dataset="qa.jsonl", output_dir=str(output_dir))
+    job = Job.create(name="qa-lora", config=config.to_json(), status="completed", output_dir=str(output_dir))
+
+    app_client.predict(api_name="/playground_jobs")
+    assert app_client.predict(job.id, "", "extractive-qa", True, api_name="/playground_load") == f"ready: #{job.id} qa-lora"
+    base, tuned = app_client.predict("where does the bear live?", CONTEXT, True, api_name="/playground_answer")
+    for highlighted in (base, tuned):
+        assert "".join(piece["token"] for piece in highlighted) == CONTEXT  # the whole context, the answer marked
+        [span] = _answer_spans(highlighted)
+        assert span.strip() and span in CONTEXT
+    with pytest.raises(AppError, match="does not generate text"):
+        app_client.predict("hello", [], [], True, *GREEDY, api_name="/playground_chat")
+    with pytest.raises(AppError, match="Give both a context and a question"):
+        app_client.predict("where?", " ", True, api_name="/playground_answer")
