@@ -15,6 +15,7 @@ from playwright.sync_api import expect, sync_playwright
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "assets" / "samples" / "text-generation.jsonl"
 CHROMIUM = "/usr/bin/chromium"
+QA_CONTEXT = "the tiger is pink. the bear lives in the hill. the dog lives in the island. the frog is yellow."
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync",
@@ -84,7 +85,7 @@ def _wait_for_step_above(page, step: int, timeout: float = 240) -> int:
     raise AssertionError(f"training did not get past step {step}: {page.locator('#job-status').inner_text()}")
 
 
-def test_upload_train_reload_and_chat_in_a_real_browser(server, tmp_path):
+def test_upload_train_reload_and_chat_in_a_real_browser(server, tmp_path, demo_qa_path):
     shots = tmp_path / "screenshots"
     shots.mkdir()
     with sync_playwright() as playwright:
@@ -146,5 +147,22 @@ def test_upload_train_reload_and_chat_in_a_real_browser(server, tmp_path):
         expect(page.locator("#tuned-chat [data-testid='bot']").last).to_have_text("roar squeak", timeout=120_000)
         expect(page.locator("#base-chat [data-testid='bot']").last).to_have_text("lion mouse")  # the base repeats
         page.screenshot(path=shots / "4-playground.png", full_page=True)
+
+        # Extractive QA: the demo QA model, typed in, marks its answer in the context.
+        task = _visible(page.get_by_label("Task", exact=True))
+        task.click()
+        _visible(page.get_by_role("option", name="extractive-qa")).click()
+        _visible(page.get_by_label("…or a model folder / hub id")).fill(str(demo_qa_path))
+        _visible(page.get_by_label("Side by side with the base model")).uncheck()
+        _visible(page.get_by_role("button", name="Load", exact=True)).click()
+        expect(_visible(page.get_by_label("Model", exact=True))).to_have_value(re.compile("ready: .*demo-qa"), timeout=120_000)
+        _visible(page.get_by_label("Context")).fill(QA_CONTEXT)
+        _visible(page.get_by_label("Question")).fill("where does the bear live?")
+        _visible(page.get_by_role("button", name="Find the answer")).click()
+        answer = page.locator("#tuned-answer")
+        expect(answer).to_contain_text("the tiger is pink", timeout=60_000)  # the context is shown...
+        expect(answer).to_contain_text("answer")  # ...with the span the model picked labelled as the answer
+        expect(page.locator("#base-answer")).to_be_hidden()
+        page.screenshot(path=shots / "5-question-answering.png", full_page=True)
         browser.close()
-    assert len(list(shots.iterdir())) == 4
+    assert len(list(shots.iterdir())) == 5
