@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Callable
 
+from modelforge.demo_model import DEMO_MODELS
 from modelforge.errors import ModelForgeError
 
 EXIT_FAILED = 1
@@ -175,7 +176,7 @@ def cmd_demo_model(args) -> int:
     from modelforge.settings import Settings
 
     settings = Settings.from_env()
-    print(ensure_demo_model(settings.models_dir))
+    print(ensure_demo_model(settings.models_dir, args.kind))
     return 0
 
 
@@ -250,7 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", help="rows to score (file, saved dataset or hub id); default: the job's held-out rows")
     evaluate.add_argument("--max-samples", type=int, help="score at most this many rows (default: the config's evaluation.max_samples)")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
-    commands.add_parser("demo-model", help="build (once) the built-in demo model and print its folder")
+    demo = commands.add_parser("demo-model", help="build (once) a built-in demo model and print its folder")
+    demo.add_argument(
+        "--kind", choices=list(DEMO_MODELS), default="causal",
+        help="causal (text generation, chat), seq2seq (summarization) or qa (extractive QA)",
+    )
     export = commands.add_parser("export", help="print where a job's model is; --merged merges its adapter into the base")
     export.add_argument("job", type=int, help="job id (see `jobs`)")
     export.add_argument("--merged", action="store_true", help="save base + adapter as one model in <output>/merged")

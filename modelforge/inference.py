@@ -331,7 +331,7 @@ def load_model(source: ModelSource):
             source.model,
             token=token,
             dtype=runtime.torch_dtype,
-            quantization_config=quantization_config(source.quantization, runtime) if runtime.device == "cuda" else None,
+            quantization_config=quantization_config(source.quantization, runtime, source.task) if runtime.device == "cuda" else None,
             device_map={"": 0} if runtime.device == "cuda" else "cpu",
         )
     except ValueError as exc:

@@ -147,3 +147,10 @@ def test_lora_sft_through_the_cli_learns_an_unseen_word_mapping(tmp_path, settin
     assert scored["rows"] == len(held_out)
     assert scored["metrics"]["exact_match"]["tuned"] >= 90 and scored["metrics"]["exact_match"]["base"] <= 20
     assert json.loads((output_dir / "evaluation-held-out.json").read_text()) == scored
+
+
+def test_demo_model_builds_each_kind_once_and_prints_its_folder(settings, demo_qa_path):
+    result = run_cli("demo-model", "--kind", "qa", settings=settings)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).resolve() == demo_qa_path.resolve()
+    assert run_cli("demo-model", "--kind", "vision", settings=settings).returncode == 2

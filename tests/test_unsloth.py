@@ -66,7 +66,8 @@ def test_what_unsloth_cannot_train_is_refused_before_a_job_starts(engine, tmp_pa
 
     assert "not extractive-qa" in UNSLOTH.supports(config.model_copy(update={"task": "extractive-qa", "model": None}))
     assert "not rlhf" in UNSLOTH.supports(config.model_copy(update={"strategy": "rlhf", "model": None}))
-    assert UNSLOTH.supports(config.model_copy(update={"model": None})) is None
+    assert "demo model is an encoder-decoder" in UNSLOTH.supports(config.model_copy(update={"model": None}))
+    assert UNSLOTH.supports(config.model_copy(update={"task": "text-generation", "model": None})) is None
 
 
 def test_what_unsloth_would_quietly_change_on_cpu_is_refused(engine, mapping_dataset):

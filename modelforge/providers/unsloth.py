@@ -86,6 +86,11 @@ class UnslothProvider:
             return f"Unsloth runs the strategies {', '.join(STRATEGIES)}, not {config.strategy}{instead}"
         if config.model and _is_encoder_decoder_folder(config.model):
             return f"{config.model} is an encoder-decoder model; Unsloth trains causal language models only{instead}"
+        if config.model is None and config.task == "summarization":
+            return (
+                "the built-in summarization demo model is an encoder-decoder, which Unsloth does not train; "
+                f"name a causal model in `model`{instead}"
+            )
         if not hardware.detect().gpus:
             # Without an NVIDIA GPU Unsloth trains on its CPU backend, which would quietly change these settings.
             on_cpu = "on CPU Unsloth cannot"

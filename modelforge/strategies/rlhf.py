@@ -123,7 +123,7 @@ def _reward_model_base(run):
         num_labels=1,
         token=hub_token(),
         dtype=run.runtime.torch_dtype,
-        quantization_config=quantization_config(run.config.quantization, run.runtime),
+        quantization_config=quantization_config(run.config.quantization, run.runtime, run.config.task),
         device_map={"": 0} if run.runtime.device == "cuda" else "cpu",
     )
     model.config.pad_token_id = run.tokenizer.pad_token_id  # the score is read at the last token before padding
