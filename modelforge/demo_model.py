@@ -145,25 +145,6 @@ def ensure_demo_model_in_subprocess(models_dir: Path, kind: str = "causal") -> P
     return folder
 
 
-def generate_reply(model, tokenizer, conversation: str | list[dict[str, str]], max_new_tokens: int = 32) -> str:
-    """The model's greedy answer to one user message, or to a list of messages ending with a user turn."""
-    import torch
-
-    messages = [{"role": "user", "content": conversation}] if isinstance(conversation, str) else conversation
-    inputs = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    ).to(model.device)
-    with torch.no_grad():
-        output = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-
-
 def _build(folder: Path, kind: str) -> None:
     import torch
 

@@ -8,17 +8,16 @@ Generation is greedy and bounded by `evaluation.max_samples` rows and `evaluatio
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from modelforge import metrics
 from modelforge.config import JobConfig
 from modelforge.errors import DatasetError
+from modelforge.prediction import evaluating, generate_texts
 
 BASE_PREDICTIONS_FILE = "evaluation-base.json"  # kept so a resumed job does not score its base again
 EXAMPLES = 5  # held-out rows shown with both models' answers
-GENERATION_BATCH = 8
 
 
 def kind_of(config: JobConfig, model) -> str:
@@ -32,22 +31,8 @@ def kind_of(config: JobConfig, model) -> str:
 
 def predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[str, Any]:
     """One model's answers on held-out rows (and its loss on their references), as JSON-ready data for `compare`."""
-    with _evaluating(model):
+    with evaluating(model):
         return _predict(model, tokenizer, config, records)
-
-
-@contextmanager
-def _evaluating(model):
-    """Eval mode for scoring, then the model exactly as training left it, 4-bit layers' weight layout included."""
-    from modelforge.providers.huggingface import restore_4bit_training_layout
-
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-        restore_4bit_training_layout(model)
 
 
 def _predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[str, Any]:
@@ -56,7 +41,7 @@ def _predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[s
     result: dict[str, Any] = {"kind": kind, "loss": None}
     if kind == "generation":
         result["loss"] = completion_loss(model, tokenizer, config, sample)
-        result["texts"] = generate(model, tokenizer, causal_prompts(sample, config.task, tokenizer), config.evaluation.max_new_tokens)
+        result["texts"] = generate_texts(model, tokenizer, causal_prompts(sample, config.task, tokenizer), config.evaluation.max_new_tokens)
     elif kind == "seq2seq":
         from modelforge.prediction import generate_summary
 
@@ -79,7 +64,7 @@ def _predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[s
         scores = preference_scores(model, tokenizer, sample)
         result["chosen"], result["rejected"] = [list(column) for column in zip(*scores)] if scores else ([], [])
         prompts = causal_prompts(sample, "text-generation", tokenizer, field="prompt")
-        result["texts"] = generate(model, tokenizer, prompts, config.evaluation.max_new_tokens)
+        result["texts"] = generate_texts(model, tokenizer, prompts, config.evaluation.max_new_tokens)
     return result
 
 
@@ -219,37 +204,6 @@ def _causal_ids(tokenizer, row: dict) -> tuple[list[int], list[int]]:
     prompt_ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
     full_ids = tokenizer(full, add_special_tokens=special)["input_ids"]
     return prompt_ids, full_ids[len(prompt_ids) :]
-
-
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
-    """Greedy continuations of each prompt, in left-padded batches."""
-    import torch
-
-    templated = bool(getattr(tokenizer, "chat_template", None))
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    texts = []
-    try:
-        for start in range(0, len(prompts), GENERATION_BATCH):
-            batch = tokenizer(
-                prompts[start : start + GENERATION_BATCH],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=not templated,  # a chat template already wrote the special tokens
-            ).to(model.device)
-            with torch.no_grad():
-                output = model.generate(
-                    **batch,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            new_tokens = output[:, batch["input_ids"].shape[1] :]
-            texts += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-    finally:
-        tokenizer.padding_side = padding_side
-    return texts
 
 
 def save_base_predictions(output_dir: Path, predictions: dict[str, Any]) -> None:

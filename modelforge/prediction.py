@@ -1,4 +1,4 @@
-"""What a tuned model answers, task by task: a summary of a document, the span of a context that answers a question.
+"""What a model answers, task by task: a reply, a summary of a document, the span of a context that answers a question.
 
 Used by the evaluation and the playground. Torch is imported inside the functions: the web process imports this
 module.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 MAX_ANSWER_TOKENS = 30  # longest answer span considered, as in SQuAD evaluation
+GENERATION_BATCH = 8
 
 
 def answer_question(
@@ -28,7 +29,7 @@ def answer_question(
     inputs = tokenizer.pad(
         {name: encoded[name] for name in tokenizer.model_input_names if name in encoded}, return_tensors="pt"
     ).to(model.device)
-    with _evaluating(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         output = model(**inputs)
     best = {"text": "", "start": 0, "end": 0, "score": 0.0}
     for window, offsets in enumerate(encoded["offset_mapping"]):
@@ -56,17 +57,59 @@ def generate_summary(model, tokenizer, document: str, max_new_tokens: int = 64) 
     import torch
 
     inputs = tokenizer(document, return_tensors="pt", truncation=True).to(model.device)
-    with _evaluating(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     return tokenizer.decode(output[0], skip_special_tokens=True).strip()
 
 
 @contextmanager
-def _evaluating(model):
-    """Dropout off while predicting; the model's mode as it was afterwards (it may be mid-training)."""
+def evaluating(model):
+    """Eval mode while predicting, then the model exactly as it was (it may be mid-training), the layout of its 4-bit
+    weights included."""
+    from modelforge.providers.huggingface import restore_4bit_training_layout
+
     was_training = model.training
     model.eval()
     try:
         yield
     finally:
         model.train(was_training)
+        restore_4bit_training_layout(model)
+
+
+def generate_reply(model, tokenizer, conversation: str | list[dict[str, str]], max_new_tokens: int = 32) -> str:
+    """A chat model's greedy answer to one user message, or to a list of messages ending with a user turn."""
+    messages = [{"role": "user", "content": conversation}] if isinstance(conversation, str) else conversation
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return generate_texts(model, tokenizer, [prompt], max_new_tokens)[0]
+
+
+def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy continuations of each prompt (text, special tokens included), in left-padded batches."""
+    import torch
+
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    texts = []
+    try:
+        for start in range(0, len(prompts), GENERATION_BATCH):
+            batch = tokenizer(
+                prompts[start : start + GENERATION_BATCH],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=not templated,  # a chat template already wrote the special tokens
+            ).to(model.device)
+            with torch.no_grad():
+                output = model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new_tokens = output[:, batch["input_ids"].shape[1] :]
+            texts += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = padding_side
+    return texts

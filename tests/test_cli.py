@@ -88,7 +88,7 @@ def _split_mapping_rows(path: Path) -> tuple[list[dict], list[dict]]:
 
 
 def _exact_match(model, tokenizer, rows) -> float:
-    from modelforge.demo_model import generate_reply
+    from modelforge.prediction import generate_reply
 
     hits = sum(generate_reply(model, tokenizer, row["input"]) == row["output"] for row in rows)
     return hits / len(rows)

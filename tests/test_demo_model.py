@@ -11,7 +11,8 @@ import pytest
 
 from modelforge import demo_model
 from modelforge.config import JobConfig
-from modelforge.demo_model import DEMO_MODEL_NAME, DEMO_MODELS, ensure_demo_model, generate_reply
+from modelforge.demo_model import DEMO_MODEL_NAME, DEMO_MODELS, ensure_demo_model
+from modelforge.prediction import generate_reply
 
 CONVERSATION = [
     {"role": "system", "content": "be brief"},

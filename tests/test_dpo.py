@@ -58,7 +58,7 @@ def test_dpo_after_sft_prefers_the_chosen_variant_and_still_answers(engine, demo
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modelforge.demo_model import generate_reply
+    from modelforge.prediction import generate_reply
 
     train, held_out = mapping_rows()
     sft = train_in_process(engine, sft_config("sft", write_jsonl(tmp_path / "mapping.jsonl", train)))

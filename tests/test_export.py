@@ -17,7 +17,7 @@ PROMPT = "red blue green"  # the demo base repeats it; tuned_job's adapter answe
 
 
 def greedy(model, tokenizer) -> str:
-    from modelforge.demo_model import generate_reply
+    from modelforge.prediction import generate_reply
 
     return generate_reply(model, tokenizer, PROMPT)
 

@@ -82,7 +82,7 @@ def greedy_reply(model_path, adapter=None, prompt="Hello"):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modelforge.demo_model import generate_reply
+    from modelforge.prediction import generate_reply
 
     model = AutoModelForCausalLM.from_pretrained(model_path)
     if adapter:

@@ -12,7 +12,7 @@ def test_qlora_trains_adapters_on_a_4bit_model_and_learns_the_mapping(engine, ma
     from bitsandbytes.nn import Linear4bit
     from peft import PeftModel
 
-    from modelforge.demo_model import generate_reply
+    from modelforge.prediction import generate_reply
     from modelforge.providers import PROVIDERS
     from modelforge.runtime import Runtime
 

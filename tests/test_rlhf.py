@@ -44,7 +44,7 @@ def test_rlhf_reward_model_ranks_held_out_pairs_and_the_policy_earns_more_reward
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from modelforge.demo_model import generate_reply
+    from modelforge.prediction import generate_reply
     from modelforge.strategies.rlhf import score_answers
 
     train, held_out = mapping_rows()

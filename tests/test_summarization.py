@@ -76,7 +76,7 @@ def test_causal_summarization_learns_lead_summaries(engine, lead_data, demo_mode
     from peft import PeftConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modelforge.demo_model import generate_reply
+    from modelforge.prediction import generate_reply
 
     data, held_out = lead_data
     tokenizer = AutoTokenizer.from_pretrained(demo_model_path)

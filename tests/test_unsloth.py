@@ -100,7 +100,7 @@ def test_unsloth_trains_the_demo_model_in_its_own_environment(strategy, loading,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modelforge.demo_model import generate_reply
+    from modelforge.prediction import generate_reply
     from modelforge.training import split_records
 
     _require_unsloth()
