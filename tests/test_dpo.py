@@ -1,29 +1,16 @@
 """DPO after SFT: an SFT job teaches the animal -> sound mapping, then a DPO job started from its adapter learns to
 prefer a variant of those answers (each sound said twice) that the SFT model ranks far below its own answer."""
 
-import json
 from pathlib import Path
 
 import pytest
 
+from mapping_data import SAMPLE, mapping_rows, write_jsonl
 from modelforge import jobs, training
 from modelforge.config import JobConfig
 from modelforge.db import Job
 from modelforge.errors import ConfigError, DatasetError
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "assets" / "samples" / "text-generation.jsonl"
-
-
-def mapping_rows() -> tuple[list[dict], list[dict]]:
-    """The bundled animal -> sound rows, every fifth one held out."""
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
-    return [row for i, row in enumerate(rows) if i % 5 != 4], [row for i, row in enumerate(rows) if i % 5 == 4]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 def doubled(answer: str) -> str:

@@ -8,24 +8,12 @@ their sounds. The preference pairs prefer the sounds, so reinforcement learning 
 import json
 from pathlib import Path
 
+from mapping_data import mapping_rows, write_jsonl
 from modelforge import jobs, training
 from modelforge.config import JobConfig
 from modelforge.db import Job
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "assets" / "samples" / "text-generation.jsonl"
 REWARD_STAGE, POLICY_STAGE = "stage 1/2: reward model", "stage 2/2: policy (grpo)"
-
-
-def mapping_rows() -> tuple[list[dict], list[dict]]:
-    """The bundled animal -> sound rows, every fifth one held out."""
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
-    return [row for i, row in enumerate(rows) if i % 5 != 4], [row for i, row in enumerate(rows) if i % 5 == 4]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 def preference_pairs(rows: list[dict]) -> list[dict]:
