@@ -112,10 +112,16 @@ def push_job(
             export.merge_job_in_subprocess(
                 job, settings, lambda fraction, message: report(0.1 + 0.5 * fraction, f"merging: {message}")
             )
-    operations = [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path)) for path in upload_files(folder)]
-    if folder != Path(job.output_dir):  # a merged model: the run's record lies in the job's folder
-        records = [Path(job.output_dir) / name for name in JOB_RECORDS]
-        operations += [CommitOperationAdd(path.name, str(path)) for path in records if path.is_file()]
+    files = [path for path in upload_files(folder) if path.relative_to(folder).as_posix() not in JOB_RECORDS]
+    operations = [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path)) for path in files]
+    # The run's record lies in the job's folder (beside a merged model too). Its held-out examples are the user's
+    # rows and the models' answers to them: they stay out of the Hub, as they stay out of the card.
+    config_file = Path(job.output_dir) / CONFIG_FILE
+    if config_file.is_file():
+        operations.append(CommitOperationAdd(CONFIG_FILE, str(config_file)))
+    published = _metrics(job)
+    published.get("evaluation", {}).pop("examples", None)
+    operations.append(CommitOperationAdd(METRICS_FILE, json.dumps(published, indent=2).encode("utf-8")))
 
     report(0.65, "writing the model card and the loss curve")
     curve = loss_curve_png(job)

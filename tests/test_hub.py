@@ -25,6 +25,7 @@ EVALUATION = {
     "rows": 15,
     "generated_rows": 15,
     "metrics": {"perplexity": {"base": 41.2, "tuned": 3.1}, "rougeL": {"base": 0.12, "tuned": 0.91}},
+    "examples": [{"input": "a private row", "expected": "its answer", "base": "x", "tuned": "its answer"}],
 }
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
                  "chat_template.jinja", "modelforge.yaml", "metrics.json", "README.md", "loss_curve.png"}
@@ -104,6 +105,9 @@ def test_push_uploads_the_adapter_a_model_card_and_the_loss_curve_and_stores_the
     repo = fake_hub.repos["alice/demo"]
     assert repo.private and len(repo.commits) == 1
     assert set(repo.files) == ADAPTER_FILES  # no checkpoint, optimizer state, log or merged copy
+    published = json.loads(repo.files["metrics.json"])  # the scores, without the user's held-out rows
+    assert published["evaluation"]["metrics"] == EVALUATION["metrics"] and "examples" not in published["evaluation"]
+    assert not any(b"a private row" in content for content in repo.files.values())
     folder = Path(evaluated_job.output_dir)
     assert repo.files["adapter_model.safetensors"] == (folder / "adapter_model.safetensors").read_bytes()
     assert ("POST", "/alice/demo.git/info/lfs/objects/batch") in fake_hub.requests  # the weights went through LFS
