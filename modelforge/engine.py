@@ -19,6 +19,7 @@ from modelforge.providers import PROVIDERS
 from modelforge.runner import JobRunner
 from modelforge.settings import Settings
 from modelforge.strategies import STRATEGIES
+from modelforge.tasks import PREFERENCE_FIELDS
 from modelforge.training import resolve_dataset_source, resolve_init_from, runnable_strategy
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
@@ -82,12 +83,15 @@ class Engine:
         report = hardware.detect(self.settings.home)
         return [entry["id"] for entry in hardware.recommended_models(hardware.profile(report), task) if entry["id"] != "demo"]
 
-    def dataset_choices(self, task: str) -> list[tuple[str, str]]:
+    def dataset_choices(self, task: str, strategy: str = "sft") -> list[tuple[str, str]]:
         """Saved datasets of this task, then the bundled samples for it: `<task>.jsonl`, and `<task>-demo.jsonl` where
-        that sample is real text the tiny demo model cannot learn (the demo one is in the demo models' vocabulary)."""
+        that sample is real text the tiny demo model cannot learn (the demo one is in the demo models' vocabulary).
+        A strategy that learns from preference pairs is offered the preference sample instead."""
         saved = DatasetRecord.select().where(DatasetRecord.task == task).order_by(DatasetRecord.name)
         choices = [(f"{record.name} ({record.rows} rows)", record.name) for record in saved]
-        for sample in (SAMPLES_DIR / f"{task}.jsonl", SAMPLES_DIR / f"{task}-demo.jsonl"):
+        learns_from_pairs = strategy in STRATEGIES and STRATEGIES[strategy].fields(task) == PREFERENCE_FIELDS
+        names = ["preference"] if learns_from_pairs else [task, f"{task}-demo"]
+        for sample in (SAMPLES_DIR / f"{name}.jsonl" for name in names):
             if sample.exists():
                 choices.append((f"sample: {sample.name}", str(sample)))
         return choices

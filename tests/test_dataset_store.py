@@ -107,6 +107,14 @@ def test_saved_dataset_is_recorded_listed_and_offered_to_training(engine, upload
     assert ("word-pairs_v1.0 (5 rows)", "word-pairs_v1.0") in engine.dataset_choices("text-generation")
 
 
+def test_the_finetune_tab_offers_the_samples_of_the_task_or_of_the_strategy(engine):
+    def samples(task, strategy="sft"):
+        return [label for label, _ in engine.dataset_choices(task, strategy) if label.startswith("sample:")]
+
+    assert samples("summarization") == ["sample: summarization.jsonl", "sample: summarization-demo.jsonl"]
+    assert samples("text-generation", "dpo") == samples("chat", "rlhf") == ["sample: preference.jsonl"]
+
+
 def test_save_records_the_column_mapping_used(engine, tmp_path):
     source = write_jsonl(tmp_path / "renamed.jsonl", [{"q": row["input"], "a": row["output"]} for row in PAIRS])
     mapping = {"input": "q", "output": "a"}

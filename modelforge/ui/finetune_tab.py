@@ -237,13 +237,15 @@ def build(engine) -> list:
         path, command = engine.export_config(current_id)
         return path, command
 
-    def dataset_update(task_value):
-        return gr.update(choices=engine.dataset_choices(task_value))
+    def dataset_update(task_value, strategy_value):
+        return gr.update(choices=engine.dataset_choices(task_value, strategy_value))
 
-    def choices_update(task_value):
-        return dataset_update(task_value), gr.update(choices=[DEMO_MODEL, *engine.model_choices(task_value)])
+    def choices_update(task_value, strategy_value):
+        models = [DEMO_MODEL, *engine.model_choices(task_value)]
+        return dataset_update(task_value, strategy_value), gr.update(choices=models)
 
-    task.change(choices_update, task, [dataset, model])
+    task.change(choices_update, [task, strategy], [dataset, model])
+    strategy.change(dataset_update, [task, strategy], dataset)
     preset.change(lambda p: _preset_values(p, keys), preset, components)
     start.click(start_job, [dataset, task, model, provider, strategy, *components], [job_id, message], api_name="start_training").then(
         show, job_id, watch_outputs
@@ -252,4 +254,4 @@ def build(engine) -> list:
     resume.click(lambda j: act(engine.runner.resume, j), job_id, message, api_name="resume_job")
     export.click(export_config, job_id, [config_file, cli], api_name="export_config")
     timer.tick(show, job_id, watch_outputs, show_progress="hidden", api_name="job_status")
-    return [(choices_update, [dataset, model], [task])]
+    return [(choices_update, [dataset, model], [task, strategy])]
