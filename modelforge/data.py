@@ -418,11 +418,12 @@ def _messages(value: Any) -> list[dict[str, str]]:
 def _answer(value: Any, context: str) -> dict[str, Any]:
     """{"text", "start"}: an answer given as text or SQuAD style, and its offset in the context.
 
-    A SQuAD `answer_start` is kept when it points at the text; otherwise the text's first occurrence is used.
+    A SQuAD `answer_start` (or the `start` this function writes, so its output reads back the same) is kept when it
+    points at the text; otherwise the text's first occurrence is used.
     """
     text, start = value, None
     if isinstance(value, dict):
-        text, start = value.get("text"), value.get("answer_start")
+        text, start = value.get("text"), value.get("answer_start", value.get("start"))
         if isinstance(text, list):
             if not text:
                 raise ValueError("has no text (questions without an answer are not supported)")

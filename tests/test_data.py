@@ -327,6 +327,13 @@ def test_answers_are_normalised_to_text_and_offset(tmp_path):
     ]
 
 
+def test_normalised_answers_read_back_the_same(tmp_path):
+    """A file of records this module wrote keeps each answer's offset, even where the text occurs earlier too."""
+    row = {"context": "a cat and a cat", "question": "Which cat?", "answer": {"text": "cat", "start": 12}}
+    records = load_records(write_jsonl(tmp_path / "d.jsonl", [row, row]), "extractive-qa")
+    assert records[0]["answer"] == {"text": "cat", "start": 12}
+
+
 def test_answer_not_in_context_is_an_error_with_its_line(tmp_path):
     rows = [qa("the Atlantic Ocean"), qa("Brazil", "Which country?"), qa("the Pacific", "Where else?")]
     report = validate(write_jsonl(tmp_path / "d.jsonl", rows), "extractive-qa")
