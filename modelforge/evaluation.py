@@ -63,7 +63,7 @@ def _predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[s
 
         scores = preference_scores(model, tokenizer, sample)
         result["chosen"], result["rejected"] = [list(column) for column in zip(*scores)] if scores else ([], [])
-        prompts = causal_prompts(sample, "text-generation", tokenizer, field="prompt")
+        prompts = causal_prompts(sample, config.task, tokenizer)
         result["texts"] = generate_texts(model, tokenizer, prompts, config.evaluation.max_new_tokens)
     return result
 
@@ -142,25 +142,26 @@ def _text(value: Any) -> str:
     return value[-1]["content"] if isinstance(value, list) else value
 
 
-def causal_prompts(records: list[dict], task: str, tokenizer, field: str | None = None) -> list[str]:
-    """Each row's prompt as text, in the format SFT trains on (the chat template when the model has one)."""
+def causal_prompts(records: list[dict], task: str, tokenizer) -> list[str]:
+    """Each row's prompt as text, in the format training uses (the chat template when the model has one)."""
+    from modelforge.strategies.common import as_turns
     from modelforge.strategies.sft import to_sft_rows
 
-    if field == "prompt":  # preference rows: the prompt alone, as a user turn when the model chats
-        records = [{"input": _text(record["prompt"]), "output": ""} for record in records]
-    prompts = []
-    for row in to_sft_rows(records, task, tokenizer):
-        prompt = row["messages"][:-1] if "messages" in row else row["prompt"]
-        if isinstance(prompt, list):
-            prompt = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        prompts.append(prompt)
-    return prompts
+    if "prompt" in records[0]:  # preference rows: the prompt alone
+        prompts = [as_turns(tokenizer, _text(record["prompt"]), "")[0] for record in records]
+    else:
+        prompts = [row["messages"][:-1] if "messages" in row else row["prompt"] for row in to_sft_rows(records, task, tokenizer)]
+    return [
+        tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False) if isinstance(prompt, list) else prompt
+        for prompt in prompts
+    ]
 
 
 def completion_loss(model, tokenizer, config: JobConfig, records: list[dict]) -> float:
     """Mean cross-entropy of the reference answers' tokens given their prompts, the way training computes its loss."""
     import torch
 
+    from modelforge.strategies.common import answer_ids
     from modelforge.strategies.sft import to_sft_rows
 
     limit = config.training.max_length
@@ -174,36 +175,25 @@ def completion_loss(model, tokenizer, config: JobConfig, records: list[dict]) ->
             for record in records
         ]
     else:
-        pairs = [_causal_ids(tokenizer, row) for row in to_sft_rows(records, config.task, tokenizer)]
+        pairs = [
+            answer_ids(tokenizer, row["messages"][:-1], row["messages"][-1:]) if "messages" in row
+            else answer_ids(tokenizer, row["prompt"], row["completion"])
+            for row in to_sft_rows(records, config.task, tokenizer)
+        ]
     total, count = 0.0, 0
-    for prompt_ids, answer_ids in pairs:
+    for prompt_ids, reference_ids in pairs:
         if encoder_decoder:
-            inputs, labels = prompt_ids, answer_ids
+            inputs, labels = prompt_ids, reference_ids
             tokens = len(labels)
         else:
-            inputs = (prompt_ids + answer_ids)[-limit:]
-            labels = ([-100] * len(prompt_ids) + answer_ids)[-limit:]
+            inputs = (prompt_ids + reference_ids)[-limit:]
+            labels = ([-100] * len(prompt_ids) + reference_ids)[-limit:]
             tokens = sum(label != -100 for label in labels[1:])  # the first position predicts nothing
         with torch.no_grad():
             loss = model(input_ids=torch.tensor([inputs], device=model.device), labels=torch.tensor([labels], device=model.device)).loss
         total += loss.item() * tokens
         count += tokens
     return total / max(count, 1)
-
-
-def _causal_ids(tokenizer, row: dict) -> tuple[list[int], list[int]]:
-    """Token ids of an SFT row's prompt and of its answer, as the chat template (or plain format) writes them."""
-    if "messages" in row or isinstance(row.get("prompt"), list):
-        messages = row["messages"] if "messages" in row else row["prompt"] + row["completion"]
-        full = tokenizer.apply_chat_template(messages, tokenize=False)
-        prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
-        special = False
-    else:
-        prompt, full = row["prompt"], row["prompt"] + row["completion"] + (tokenizer.eos_token or "")
-        special = True
-    prompt_ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
-    full_ids = tokenizer(full, add_special_tokens=special)["input_ids"]
-    return prompt_ids, full_ids[len(prompt_ids) :]
 
 
 def save_base_predictions(output_dir: Path, predictions: dict[str, Any]) -> None:

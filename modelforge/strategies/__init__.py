@@ -35,6 +35,15 @@ SFT = Strategy(
     tasks=("text-generation", "chat", "summarization", "extractive-qa"),
 )
 
+DPO = Strategy(
+    name="dpo",
+    description="Direct preference optimisation on prompt/chosen/rejected pairs, e.g. after an SFT job (init_from).",
+    prepare_rows=dpo.to_preference_rows,
+    build_trainer=dpo.build_trainer,
+    tasks=("text-generation", "chat"),
+    data_fields=PREFERENCE_FIELDS,
+)
+
 STRATEGIES: dict[str, Strategy] = {
     "sft": SFT,
     # QLoRA is the SFT recipe on a base loaded in 4-bit, not a second copy of it.
@@ -44,20 +53,12 @@ STRATEGIES: dict[str, Strategy] = {
         description="SFT of LoRA adapters on the base model loaded in 4-bit NF4: the memory of a model four times smaller.",
         quantization="4bit",
     ),
-    "dpo": Strategy(
-        name="dpo",
-        description="Direct preference optimisation on prompt/chosen/rejected pairs, e.g. after an SFT job (init_from).",
-        prepare_rows=dpo.to_preference_rows,
-        build_trainer=dpo.build_trainer,
-        tasks=("text-generation", "chat"),
-        data_fields=PREFERENCE_FIELDS,
-    ),
-    "rlhf": Strategy(
+    "dpo": DPO,
+    # RLHF reads the same preference rows as DPO; only its training differs.
+    "rlhf": replace(
+        DPO,
         name="rlhf",
         description="A reward model learns the preference pairs, then the policy is optimised against it (GRPO or RLOO).",
-        prepare_rows=dpo.to_preference_rows,
         build_trainer=rlhf.build_trainer,
-        tasks=("text-generation", "chat"),
-        data_fields=PREFERENCE_FIELDS,
     ),
 }

@@ -6,17 +6,10 @@ a finished job's adapter (`init_from`), TRL keeps a frozen copy of that adapter 
 
 from __future__ import annotations
 
-from modelforge.strategies.common import lora_config, trainer_arguments
+from modelforge.prediction import evaluating
+from modelforge.strategies.common import answer_ids, as_turns, lora_config, trainer_arguments
 
 SCORE_BATCH = 16  # sequences per forward pass when scoring
-
-
-def as_turns(tokenizer, prompt: str, answer: str) -> tuple[str | list[dict], str | list[dict]]:
-    """A prompt and an answer as TRL's preference trainers take them: chat turns when the model has a chat template,
-    else the plain format SFT uses (the prompt and a newline, then the answer)."""
-    if getattr(tokenizer, "chat_template", None):
-        return [{"role": "user", "content": prompt}], [{"role": "assistant", "content": answer}]
-    return prompt + "\n", answer
 
 
 def to_preference_rows(records: list[dict], task: str, tokenizer) -> list[dict]:
@@ -27,22 +20,6 @@ def to_preference_rows(records: list[dict], task: str, tokenizer) -> list[dict]:
         _, rejected = as_turns(tokenizer, record["prompt"], record["rejected"])
         rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
     return rows
-
-
-def answer_ids(tokenizer, prompt: str | list[dict], answer: str | list[dict]) -> tuple[list[int], list[int]]:
-    """Token ids of a prompt and of an answer to it (from as_turns), as TRL's preference trainers tokenize them.
-
-    The answer starts where the tokenized prompt and prompt+answer first differ; a plain-text answer ends with EOS.
-    """
-    if isinstance(prompt, list):
-        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
-        full_ids = tokenizer.apply_chat_template(prompt + answer, return_dict=True)["input_ids"]
-    else:
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        full_ids = tokenizer(prompt + answer + tokenizer.eos_token)["input_ids"]
-    differ = (i for i, (a, b) in enumerate(zip(prompt_ids, full_ids)) if a != b)
-    shared = next(differ, min(len(prompt_ids), len(full_ids)))
-    return full_ids[:shared], full_ids[shared:]
 
 
 def padded(sequences: list[list[int]], pad_token_id: int, device) -> dict:
@@ -68,9 +45,7 @@ def preference_scores(model, tokenizer, records: list[dict]) -> list[tuple[float
             prompt_ids, completion_ids = answer_ids(tokenizer, *as_turns(tokenizer, record["prompt"], answer))
             sequences.append((prompt_ids + completion_ids, len(prompt_ids)))
     totals = []
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         for start in range(0, len(sequences), SCORE_BATCH):
             batch = sequences[start : start + SCORE_BATCH]
             inputs = padded([ids for ids, _ in batch], tokenizer.pad_token_id, model.device)
@@ -81,8 +56,6 @@ def preference_scores(model, tokenizer, records: list[dict]) -> list[tuple[float
             token_logps = logps.gather(-1, inputs["input_ids"][:, 1:, None])[..., 0].cpu()
             for row, (ids, prompt_length) in enumerate(batch):
                 totals.append(token_logps[row, prompt_length - 1 : len(ids) - 1].sum().item())
-    finally:
-        model.train(was_training)
     return list(zip(totals[::2], totals[1::2]))
 
 

@@ -14,8 +14,8 @@ from dataclasses import replace
 from functools import partial
 
 from modelforge.errors import JobCancelled
-from modelforge.strategies.common import lora_config, trainer_arguments
-from modelforge.strategies.dpo import answer_ids, as_turns, padded
+from modelforge.strategies.common import answer_ids, as_turns, lora_config, trainer_arguments
+from modelforge.strategies.dpo import padded
 
 REWARD_MODEL_DIR = "reward_model"
 REWARD_STAGE = "stage 1/2: reward model"

@@ -8,15 +8,11 @@
 from __future__ import annotations
 
 from modelforge.strategies import seq2seq, span_qa
-from modelforge.strategies.common import lora_config, trainer_arguments
+from modelforge.strategies.common import as_turns, lora_config, trainer_arguments
 
 GENERATION_MARK = "{% generation %}"
 # Tasks whose trainer rows depend on the model's class, known only in build_trainer: prepare_rows keeps their records.
 MODEL_SHAPED_TASKS = ("summarization", "extractive-qa")
-
-
-def _has_chat_template(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
 
 
 def to_sft_rows(records: list[dict], task: str, tokenizer) -> list[dict]:
@@ -28,15 +24,8 @@ def to_sft_rows(records: list[dict], task: str, tokenizer) -> list[dict]:
         return [
             {"prompt": record["messages"][:-1], "completion": [record["messages"][-1]]} for record in records
         ]
-    if _has_chat_template(tokenizer):
-        return [
-            {
-                "prompt": [{"role": "user", "content": record["input"]}],
-                "completion": [{"role": "assistant", "content": record["output"]}],
-            }
-            for record in records
-        ]
-    return [{"prompt": record["input"] + "\n", "completion": record["output"]} for record in records]
+    turns = (as_turns(tokenizer, record["input"], record["output"]) for record in records)
+    return [{"prompt": prompt, "completion": completion} for prompt, completion in turns]
 
 
 def prepare_rows(records: list[dict], task: str, tokenizer) -> list[dict]:
