@@ -26,7 +26,7 @@ def kind_of(config: JobConfig, model) -> str:
         return "preference"
     if config.task == "extractive-qa":
         return "span"
-    return "seq2seq" if getattr(model.config, "is_encoder_decoder", False) else "generation"
+    return "seq2seq" if model.config.is_encoder_decoder else "generation"
 
 
 def predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[str, Any]:
@@ -165,7 +165,7 @@ def completion_loss(model, tokenizer, config: JobConfig, records: list[dict]) ->
     from modelforge.strategies.sft import to_sft_rows
 
     limit = config.training.max_length
-    encoder_decoder = getattr(model.config, "is_encoder_decoder", False)
+    encoder_decoder = model.config.is_encoder_decoder
     if encoder_decoder:
         pairs = [
             (

@@ -299,9 +299,9 @@ class ModelHost:
             raise ModelForgeError(f"Generation with {loaded.source.name} failed: {failures[0]}") from failures[0]
 
 
-def encode_prompt(tokenizer, messages: list[dict[str, str]], model_config=None):
+def encode_prompt(tokenizer, messages: list[dict[str, str]], model_config):
     """Token ids of the conversation, ending where the assistant's answer starts."""
-    if getattr(model_config, "is_encoder_decoder", False):  # e.g. a summarizer: the document is the whole input
+    if model_config.is_encoder_decoder:  # e.g. a summarizer: the document is the whole input
         return tokenizer(messages[-1]["content"] if messages else "", return_tensors="pt", truncation=True)
     if tokenizer.chat_template:
         return tokenizer.apply_chat_template(

@@ -88,7 +88,7 @@ def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int) ->
     """Greedy continuations of each prompt (text, special tokens included), in left-padded batches."""
     import torch
 
-    templated = bool(getattr(tokenizer, "chat_template", None))
+    templated = bool(tokenizer.chat_template)
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     texts = []

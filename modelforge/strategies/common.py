@@ -6,7 +6,7 @@ from __future__ import annotations
 def as_turns(tokenizer, prompt: str, answer: str) -> tuple[str | list[dict], str | list[dict]]:
     """A prompt and its answer as every strategy trains on them: chat turns when the model has a chat template, else
     plain text (the prompt and a newline, then the answer)."""
-    if getattr(tokenizer, "chat_template", None):
+    if tokenizer.chat_template:
         return [{"role": "user", "content": prompt}], [{"role": "assistant", "content": answer}]
     return prompt + "\n", answer
 
