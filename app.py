@@ -19,6 +19,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     from modelforge.engine import Engine
+    from modelforge.errors import ModelForgeError
     from modelforge.ui import build_app
 
     auth = None
@@ -29,7 +30,10 @@ def main(argv=None) -> None:
         auth = (user, password)
     if args.share and auth is None:
         print("warning: --share makes this app public; protect it with --auth user:password or MODELFORGE_AUTH")
-    engine = Engine.from_env()
+    try:
+        engine = Engine.from_env()
+    except ModelForgeError as exc:  # e.g. DATABASE_URL names a server that is not reachable
+        raise SystemExit(f"error: {exc}") from None
     engine.runner.start()
     app = build_app(engine)
     app.queue(default_concurrency_limit=8).launch(

@@ -271,8 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from modelforge.db import CONNECTION_ERRORS, unreachable
+
     try:
         return COMMANDS[args.command](args)
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except CONNECTION_ERRORS as exc:  # the database went away after it was opened
+        print(f"error: {unreachable(exc)}", file=sys.stderr)
+        return EXIT_FAILED

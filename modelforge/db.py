@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from peewee import (
     BooleanField,
@@ -13,13 +15,19 @@ from peewee import (
     DateTimeField,
     FloatField,
     ForeignKeyField,
+    ImproperlyConfigured,
     IntegerField,
+    InterfaceError,
     Model,
+    OperationalError,
+    PostgresqlDatabase,
     SqliteDatabase,
     TextField,
 )
 from playhouse.db_url import connect as connect_url
+from playhouse.migrate import SchemaMigrator, migrate
 
+from modelforge.errors import DatabaseError
 from modelforge.settings import Settings
 
 database = DatabaseProxy()
@@ -27,6 +35,11 @@ database = DatabaseProxy()
 ACTIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("completed", "failed", "cancelled", "interrupted")
 RESUMABLE_STATUSES = ("cancelled", "interrupted", "failed")
+# What a lost connection raises (a stopped server, a network cut, a file that cannot be opened).
+CONNECTION_ERRORS = (OperationalError, InterfaceError)
+# Any fixed numbers: keys of PostgreSQL advisory locks that make job claims, and schema changes, one at a time.
+CLAIM_LOCK_KEY = 0x6D66636C
+SCHEMA_LOCK_KEY = 0x6D667363
 
 
 def utcnow() -> datetime:
@@ -65,6 +78,9 @@ class Job(BaseModel):
     cancel_requested_at = DateTimeField(null=True)
     worker_pid = IntegerField(null=True)
     worker_host = CharField(null=True)
+    # host:pid:start-time of the runner that claimed the job and started its worker: written by the claim itself,
+    # so no other runner judges the job while that runner lives (see runner.JobRunner._orphaned).
+    supervisor = CharField(null=True)
     step = IntegerField(default=0)
     total_steps = IntegerField(null=True)
     epoch = FloatField(null=True)
@@ -123,17 +139,94 @@ TABLES = (DatasetRecord, Job, MetricPoint, ModelArtifact)
 
 
 def init_database(settings: Settings):
-    """Bind the models to the configured database (SQLite under the home folder unless DATABASE_URL is set)."""
-    if settings.database_url:
-        db = connect_url(settings.database_url)
-    else:
-        settings.database_path.parent.mkdir(parents=True, exist_ok=True)
-        db = SqliteDatabase(
-            str(settings.database_path),
-            pragmas={"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000, "synchronous": "normal"},
-            check_same_thread=False,
-        )
-    database.initialize(db)
-    db.connect(reuse_if_open=True)
-    db.create_tables(TABLES, safe=True)
+    """Bind the models to the configured database (SQLite under the home folder unless DATABASE_URL is set).
+
+    DatabaseError, with what to check, when DATABASE_URL is malformed, its driver is missing or the server is not
+    reachable.
+    """
+    url = settings.database_url
+    try:
+        if url:
+            db = connect_url(url)
+        else:
+            settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+            db = SqliteDatabase(
+                str(settings.database_path),
+                pragmas={"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000, "synchronous": "normal"},
+                check_same_thread=False,
+            )
+        database.initialize(db)
+        db.connect(reuse_if_open=True)
+        with exclusive_transaction(SCHEMA_LOCK_KEY):  # processes starting together must not create a table twice
+            db.create_tables(TABLES, safe=True)
+            _add_missing_columns(db)
+    except (RuntimeError, ValueError) as exc:  # db_url: an unknown scheme, no database name
+        raise DatabaseError(
+            f"DATABASE_URL {redact(url)} is not a database address ({exc}); it looks like "
+            "postgresql://USER:PASSWORD@HOST:5432/NAME or sqlite:////absolute/path.db."
+        ) from None
+    except ImproperlyConfigured as exc:
+        raise DatabaseError(
+            f"DATABASE_URL {redact(url)} needs a driver that is not installed ({exc}); "
+            "`pip install -r requirements.txt` installs psycopg2-binary for PostgreSQL."
+        ) from None
+    except (*CONNECTION_ERRORS, OSError) as exc:
+        raise DatabaseError(f"Cannot open the database {describe(settings)}: {first_line(exc)}. {_CHECK}") from None
     return db
+
+
+_CHECK = "Check DATABASE_URL (or MODELFORGE_HOME) and that the database server is running and reachable from here."
+
+
+def redact(url: str | None) -> str:
+    """The URL without its password, fit for messages and logs."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+
+
+def describe(settings: Settings) -> str:
+    return redact(settings.database_url) if settings.database_url else str(settings.database_path)
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def unreachable(exc: BaseException) -> DatabaseError:
+    """A lost connection as the user's error; the broken connection is dropped so the next query opens a new one."""
+    try:
+        database.close()
+    except CONNECTION_ERRORS:
+        pass
+    return DatabaseError(f"The database became unreachable: {first_line(exc)}. {_CHECK}")
+
+
+@contextmanager
+def exclusive_transaction(lock_key: int = CLAIM_LOCK_KEY):
+    """A transaction that only one process at a time holds, e.g. so two runners never both see a free slot and fill it.
+
+    SQLite takes its write lock up front (BEGIN IMMEDIATE); PostgreSQL serialises on an advisory lock that the
+    transaction's end releases (row locks would not stop two runners from claiming two different jobs).
+    """
+    if isinstance(database.obj, SqliteDatabase):
+        with database.atomic("IMMEDIATE"):
+            yield
+        return
+    with database.atomic():
+        if isinstance(database.obj, PostgresqlDatabase):
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+        yield
+
+
+def _add_missing_columns(db) -> None:
+    """Add the columns a newer ModelForge defines to a database created by an older one (all nullable or defaulted)."""
+    migrator = SchemaMigrator.from_database(db)
+    for model in TABLES:
+        present = {column.name for column in db.get_columns(model._meta.table_name)}
+        missing = [field for field in model._meta.sorted_fields if field.column_name not in present]
+        if missing:
+            migrate(*(migrator.add_column(model._meta.table_name, field.column_name, field) for field in missing))

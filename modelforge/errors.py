@@ -25,5 +25,9 @@ class JobError(ModelForgeError):
     """A job does not exist or cannot take the requested action in its current state."""
 
 
+class DatabaseError(ModelForgeError):
+    """The job store cannot be opened or reached."""
+
+
 class JobCancelled(ModelForgeError):
     """Raised inside a worker when the user cancelled the job before training started."""

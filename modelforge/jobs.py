@@ -60,5 +60,11 @@ def finish(job_id: int, status: str, error: str | None = None, metrics: dict | N
     update(job_id, **fields)
 
 
+def finish_queued(job_id: int, status: str, error: str) -> bool:
+    """Finish a job only while it is still queued; False when a runner claimed it first."""
+    fields = dict(status=status, stage=status, finished_at=utcnow(), error=error)
+    return bool(Job.update(**fields).where(Job.id == job_id, Job.status == "queued").execute())
+
+
 def metric_points(job_id: int) -> list[MetricPoint]:
     return list(MetricPoint.select().where(MetricPoint.job == job_id).order_by(MetricPoint.step, MetricPoint.id))

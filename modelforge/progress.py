@@ -1,4 +1,5 @@
-"""A TrainerCallback that reports progress to the job store and stops training when the user cancels."""
+"""A TrainerCallback that reports progress to the job store and stops training when the user cancels, or when the
+job store cannot be reached (with a checkpoint either way)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 from transformers import TrainerCallback
 
 from modelforge import jobs
+from modelforge.db import CONNECTION_ERRORS, unreachable
+from modelforge.errors import DatabaseError
 
 
 class ProgressCallback(TrainerCallback):
@@ -22,6 +25,7 @@ class ProgressCallback(TrainerCallback):
         self.stage = "training"
         self.step_offset = 0
         self.cancelled = False
+        self.database_lost: DatabaseError | None = None
         self._last_write = 0.0
         self._start_time = 0.0
         self._start_step = 0
@@ -53,30 +57,42 @@ class ProgressCallback(TrainerCallback):
             return
         self._last_write = now
         tokens_per_second, eta = self._rates(state)
-        jobs.update(
-            self.job_id,
-            step=self.step_offset + state.global_step,
-            epoch=state.epoch,
-            tokens_per_second=tokens_per_second,
-            eta_seconds=eta,
-        )
-        if jobs.cancel_requested(self.job_id):
+        try:
+            jobs.update(
+                self.job_id,
+                step=self.step_offset + state.global_step,
+                epoch=state.epoch,
+                tokens_per_second=tokens_per_second,
+                eta_seconds=eta,
+            )
+            self.cancelled = jobs.cancel_requested(self.job_id)
+        except CONNECTION_ERRORS as exc:
+            self._stop_without_database(exc, control)
+        if self.cancelled:
             # Save a checkpoint at this step so `resume` continues from here.
-            self.cancelled = True
             control.should_save = True
             control.should_training_stop = True
+
+    def _stop_without_database(self, exc: Exception, control) -> None:
+        # Training on unseen would leave the job's record behind its files: stop with a checkpoint instead.
+        self.database_lost = unreachable(exc)
+        control.should_save = True
+        control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if "loss" not in logs and "eval_loss" not in logs:
             return
         tokens_per_second, _ = self._rates(state)
-        jobs.record_metrics(
-            self.job_id,
-            step=self.step_offset + state.global_step,
-            epoch=state.epoch,
-            loss=logs.get("loss"),
-            eval_loss=logs.get("eval_loss"),
-            learning_rate=logs.get("learning_rate"),
-            tokens_per_second=tokens_per_second,
-        )
+        try:
+            jobs.record_metrics(
+                self.job_id,
+                step=self.step_offset + state.global_step,
+                epoch=state.epoch,
+                loss=logs.get("loss"),
+                eval_loss=logs.get("eval_loss"),
+                learning_rate=logs.get("learning_rate"),
+                tokens_per_second=tokens_per_second,
+            )
+        except CONNECTION_ERRORS as exc:
+            self._stop_without_database(exc, control)

@@ -1,8 +1,10 @@
 """The job runner: a persisted FIFO queue of jobs, each trained in its own supervised worker process.
 
 Workers start in their own session and write to their own log file, so a job outlives the browser tab, the
-web server or the CLI that started it. Whatever runner is alive supervises: it reaps its own workers, records
-how they died, kills workers that ignore a cancel, and on start-up marks jobs whose worker vanished.
+web server or the CLI that started it. The runner that claims a job records itself as the job's supervisor in the
+claim, starts the worker, reaps it and records how it died; no other runner judges that job while its supervisor
+lives. Once the supervisor is gone, any runner on its machine adopts the job: it marks the job ended only when
+the worker has vanished too. Every runner kills workers that ignore a cancel.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from typing import Callable
 
 from modelforge import jobs
 from modelforge.config import JobConfig
-from modelforge.db import RESUMABLE_STATUSES, Job, SqliteDatabase, database, utcnow
+from modelforge.db import CONNECTION_ERRORS, RESUMABLE_STATUSES, Job, exclusive_transaction, unreachable, utcnow
 from modelforge.errors import ConfigError, JobError
 from modelforge.providers import PROVIDERS
 from modelforge.settings import Settings
+from modelforge.worker import EXIT_DATABASE_UNREACHABLE
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,29 @@ def describe_exit(returncode: int) -> str:
     return f"The worker process exited with code {returncode} without recording a result"
 
 
+def _start_time(pid: int) -> str | None:
+    """When a live process started (clock ticks since boot), or None when it is gone or only a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def process_identity(pid: int) -> str:
+    """host:pid:start-time: unlike a pid alone, it never names a later process that reuses the pid."""
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def supervisor_alive(identity: str | None) -> bool:
+    if not identity:
+        return False
+    host, pid, started = identity.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True  # a runner on another machine (shared database): not ours to judge
+    return _start_time(int(pid)) == started
+
+
 class JobRunner:
     def __init__(self, settings: Settings, max_concurrent: int = 1, cancel_grace: float | None = None):
         self.settings = settings
@@ -49,6 +75,7 @@ class JobRunner:
         self.cancel_grace = cancel_grace if cancel_grace is not None else float(
             os.environ.get("MODELFORGE_CANCEL_GRACE", DEFAULT_CANCEL_GRACE_SECONDS)
         )
+        self.identity = process_identity(os.getpid())
         self._workers: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -81,12 +108,12 @@ class JobRunner:
     def cancel(self, job_id: int) -> Job:
         """Queued jobs are cancelled at once; a running job stops at its next step and saves a checkpoint."""
         job = jobs.get_job(job_id)
-        if job.status == "queued":
-            jobs.finish(job.id, "cancelled", error="Cancelled before it started.")
-        elif job.status == "running":
+        if job.status == "queued" and not jobs.finish_queued(job.id, "cancelled", "Cancelled before it started."):
+            job = jobs.get_job(job_id)  # a runner claimed it meanwhile
+        if job.status == "running":
             if job.cancel_requested_at is None:
                 jobs.update(job.id, cancel_requested_at=utcnow())
-        else:
+        elif job.status != "queued":
             raise JobError(f"Job {job.id} is {job.status}; only queued or running jobs can be cancelled.")
         return jobs.get_job(job.id)
 
@@ -106,6 +133,7 @@ class JobRunner:
             finished_at=None,
             cancel_requested_at=None,
             worker_pid=None,
+            supervisor=None,
             eta_seconds=None,
             created_at=utcnow(),  # back of the queue
         )
@@ -116,11 +144,13 @@ class JobRunner:
         """Mark jobs left running by a runner that is gone, and whose worker died with it, as interrupted."""
         interrupted = []
         for job in Job.running():
-            if job.id not in self._workers and not self._worker_alive(job):
+            if self._orphaned(job):
+                tail = jobs.log_tail(job)
                 jobs.finish(
                     job.id,
                     "interrupted",
-                    error="The job's worker was gone when ModelForge restarted; resume continues from the last checkpoint.",
+                    error="The job's worker was gone when ModelForge restarted; resume continues from the last "
+                    "checkpoint." + (f"\nLast log lines:\n{tail}" if tail else ""),
                 )
                 interrupted.append(job.id)
         return interrupted
@@ -138,9 +168,18 @@ class JobRunner:
 
     def wait(self, job_id: int, on_update: Callable[[Job], None] | None = None, interval: float = 0.5) -> Job:
         """Run the queue up to this job and return it once it has finished."""
+        outage = False
         while True:
-            self.poll(up_to=job_id)
-            job = jobs.get_job(job_id)
+            try:
+                self.poll(up_to=job_id)
+                job = jobs.get_job(job_id)
+            except CONNECTION_ERRORS as exc:  # the worker saves a checkpoint and waits for it too
+                if not outage:
+                    log.warning("%s Waiting for it to come back (Ctrl-C to leave).", unreachable(exc))
+                outage = True
+                time.sleep(interval)
+                continue
+            outage = False
             if on_update:
                 on_update(job)
             if job.is_finished:
@@ -163,12 +202,14 @@ class JobRunner:
         while not self._stop.is_set():
             try:
                 self.poll()
+            except CONNECTION_ERRORS as exc:
+                log.warning("runner poll skipped: %s", unreachable(exc))
             except Exception:  # the supervisor must outlive any one bad poll (e.g. a locked database)
                 log.exception("runner poll failed")
             self._stop.wait(interval)
 
     def _start_next(self, up_to: int | None) -> bool:
-        with database.atomic(*self._immediate()):
+        with exclusive_transaction():
             if Job.running().count() >= self.max_concurrent:
                 return False
             candidates = Job.queued()
@@ -181,7 +222,10 @@ class JobRunner:
             if job is None:
                 return False
             claimed = (
-                Job.update(status="running", stage="loading model", started_at=utcnow(), error=None)
+                Job.update(
+                    status="running", stage="loading model", started_at=utcnow(), error=None,
+                    supervisor=self.identity, worker_pid=None, worker_host=None,
+                )
                 .where(Job.id == job.id, Job.status == "queued")
                 .execute()
             )
@@ -189,25 +233,26 @@ class JobRunner:
             self._spawn(job)
         return bool(claimed)
 
-    def _immediate(self) -> tuple:
-        # SQLite: take the write lock up front so two runners cannot both claim a slot.
-        return ("IMMEDIATE",) if isinstance(database.obj, SqliteDatabase) else ()
-
     def _spawn(self, job: Job) -> None:
         log_file = jobs.log_path(job)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         package_root = str(Path(__file__).resolve().parent.parent)
         python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         env = {**os.environ, **self.settings.worker_env(), "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
-        with open(log_file, "ab") as log_handle:
-            process = subprocess.Popen(
-                [PROVIDERS[JobConfig.from_json(job.config).provider].worker_python(), "-m", "modelforge.worker", str(job.id)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_handle,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        python = PROVIDERS[JobConfig.from_json(job.config).provider].worker_python()
+        try:
+            with open(log_file, "ab") as log_handle:
+                process = subprocess.Popen(
+                    [python, "-m", "modelforge.worker", str(job.id)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_handle,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            jobs.finish(job.id, "failed", error=f"The worker process could not start ({python}): {exc}")
+            return
         self._workers[job.id] = process
         jobs.update(job.id, worker_pid=process.pid, worker_host=socket.gethostname())
         log.info("job %d started in worker %d", job.id, process.pid)
@@ -217,20 +262,34 @@ class JobRunner:
             returncode = process.poll()
             if returncode is None:
                 continue
-            del self._workers[job_id]
-            job = jobs.get_job(job_id)
-            if job.status != "running":
-                continue  # the worker recorded its own ending
-            if job.cancel_requested_at is not None:
-                jobs.finish(job_id, "cancelled", error=f"{describe_exit(returncode)} while cancelling.")
-                continue
-            tail = jobs.log_tail(job)
-            reason = describe_exit(returncode) + "." + (f"\nLast log lines:\n{tail}" if tail else "")
-            jobs.finish(job_id, "failed", error=reason)
+            self._record_exit(job_id, returncode)
+            del self._workers[job_id]  # only once recorded: a poll that cannot reach the database retries
         for job in Job.running():
-            if job.id not in self._workers and not self._worker_alive(job):
-                # A worker this runner adopted (started by an earlier runner) ended without a result.
+            if self._orphaned(job):
+                # A worker this runner adopted (started by a runner that is gone) ended without a result.
                 jobs.finish(job.id, "failed", error="The worker process ended without recording a result.\n" + jobs.log_tail(job))
+
+    def _record_exit(self, job_id: int, returncode: int) -> None:
+        job = jobs.get_job(job_id)
+        if job.status != "running":
+            return  # the worker recorded its own ending
+        if job.cancel_requested_at is not None:
+            jobs.finish(job_id, "cancelled", error=f"{describe_exit(returncode)} while cancelling.")
+            return
+        tail = jobs.log_tail(job)
+        last_lines = f"\nLast log lines:\n{tail}" if tail else ""
+        if returncode == EXIT_DATABASE_UNREACHABLE:
+            jobs.finish(job_id, "interrupted", error="The worker stopped because the database was unreachable; "
+                        "resume continues from the last checkpoint." + last_lines)
+            return
+        jobs.finish(job_id, "failed", error=describe_exit(returncode) + "." + last_lines)
+
+    def _orphaned(self, job: Job) -> bool:
+        """Whether a running job has lost its worker, judged only once the runner that started it is gone: until its
+        claim is followed by a recorded worker pid, nobody else can know the worker exists."""
+        if job.id in self._workers or supervisor_alive(job.supervisor):
+            return False
+        return not self._worker_alive(job)
 
     def _enforce_cancellations(self) -> None:
         for job in Job.running().where(Job.cancel_requested_at.is_null(False)):

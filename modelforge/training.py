@@ -14,7 +14,7 @@ from modelforge import data, evaluation, jobs
 from modelforge.config import JobConfig
 from modelforge.db import DatasetRecord, Job
 from modelforge.demo_model import DEMO_MODEL_NAME
-from modelforge.errors import ConfigError, JobCancelled, UnavailableError
+from modelforge.errors import ConfigError, DatabaseError, JobCancelled, UnavailableError
 from modelforge.runtime import Runtime, resolve_runtime
 from modelforge.settings import Settings
 
@@ -214,6 +214,11 @@ def run_job(job: Job, settings: Settings) -> None:
         log.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     steps = progress.step_offset + trainer.state.global_step  # the job's steps: rlhf's stage 1 counts too
+    if progress.database_lost:
+        raise DatabaseError(
+            f"{progress.database_lost} The job stopped at step {steps} with checkpoint {last_checkpoint(output_dir)}; "
+            "resume continues from it."
+        )
     if progress.cancelled:
         saved = last_checkpoint(output_dir)
         jobs.finish(job.id, "cancelled", error=f"Cancelled at step {steps}; checkpoint {saved}.")

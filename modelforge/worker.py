@@ -10,13 +10,18 @@ import logging
 import os
 import socket
 import sys
+import time
 import traceback
 
 from modelforge import jobs
 from modelforge.config import JobConfig
-from modelforge.db import init_database
-from modelforge.errors import JobCancelled, ModelForgeError
+from modelforge.db import CONNECTION_ERRORS, init_database, unreachable
+from modelforge.errors import DatabaseError, JobCancelled, ModelForgeError
 from modelforge.settings import Settings
+
+# EX_TEMPFAIL: the job could not be recorded; the runner that reaps the worker records it as interrupted.
+EXIT_DATABASE_UNREACHABLE = 75
+DEFAULT_DATABASE_WAIT_SECONDS = 600.0
 
 CPU_4BIT_HINT = (
     "4-bit training on this CPU needs every linear layer's output size to be a multiple of 32 "
@@ -34,8 +39,15 @@ def main(argv: list[str]) -> int:
     )
     job_id = int(argv[0])
     settings = Settings.from_env()
-    init_database(settings)
-    job = jobs.get_job(job_id)
+    try:
+        init_database(settings)
+        job = jobs.get_job(job_id)
+    except DatabaseError as exc:
+        logging.error("%s", exc)
+        return EXIT_DATABASE_UNREACHABLE
+    if job.status != "running":  # e.g. judged lost while this worker was starting: never train unrecorded
+        logging.error("job %d is %s, not running: nothing to do", job_id, job.status)
+        return 1
     jobs.update(job_id, worker_pid=os.getpid(), worker_host=socket.gethostname())
     logging.info("worker %d starting job %d (%s)", os.getpid(), job_id, job.name)
     try:
@@ -44,6 +56,10 @@ def main(argv: list[str]) -> int:
         from modelforge.training import run_job
 
         run_job(job, settings)
+    except (DatabaseError, *CONNECTION_ERRORS) as exc:
+        message = str(exc) if isinstance(exc, DatabaseError) else str(unreachable(exc))
+        logging.error("%s", message)
+        return _record_interrupted_when_reachable(job_id, message)
     except JobCancelled as exc:
         jobs.finish(job_id, "cancelled", error=str(exc))
         logging.info("%s", exc)
@@ -67,6 +83,22 @@ def main(argv: list[str]) -> int:
         jobs.finish(job_id, "failed", error=message)
         return 1
     return 0
+
+
+def _record_interrupted_when_reachable(job_id: int, message: str) -> int:
+    """Wait a while for the database to come back and record why the job stopped; the checkpoint is already saved."""
+    deadline = time.monotonic() + float(os.environ.get("MODELFORGE_DATABASE_WAIT", DEFAULT_DATABASE_WAIT_SECONDS))
+    while True:
+        try:
+            jobs.finish(job_id, "interrupted", error=message)
+            logging.info("the database is back: job %d recorded as interrupted", job_id)
+            return EXIT_DATABASE_UNREACHABLE
+        except CONNECTION_ERRORS as exc:
+            unreachable(exc)
+            if time.monotonic() > deadline:
+                logging.error("the database is still unreachable; the runner records the job when it can")
+                return EXIT_DATABASE_UNREACHABLE
+            time.sleep(1.0)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,16 @@
-"""Shared fixtures: offline Hub, the demo model built once per session, a fresh home and database per test."""
+"""Shared fixtures: offline Hub, the demo model built once per session, a fresh home and database per test.
+
+Tests marked `both_databases` run twice: on SQLite and on PostgreSQL. The PostgreSQL server is the one at
+MODELFORGE_TEST_POSTGRES_URL (.ci/run starts one), else a throwaway server this session starts itself from Debian's
+binaries, so the README's test command covers PostgreSQL too; each test gets its own fresh database in it.
+"""
 
 import os
 import socket
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -49,15 +58,106 @@ def demo_qa_path(demo_models_dir):
     return ensure_demo_model(demo_models_dir, "qa")
 
 
+POSTGRES_SCRIPT = Path(__file__).resolve().parent / "postgres.sh"
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_databases") and "database_url" in metafunc.fixturenames:
+        metafunc.parametrize("database_url", DATABASES, indirect=True)
+
+
+class PostgresServer:
+    """A throwaway server (tests/postgres.sh) that a test may also stop and start again."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="modelforge-postgres-")
+        self.url = self._run("start")
+
+    def _run(self, action: str) -> str:
+        result = subprocess.run(["bash", str(POSTGRES_SCRIPT), action, self.folder], capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(f"tests/postgres.sh {action} failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def stop(self) -> None:
+        self._run("stop")
+
+    def start(self) -> None:
+        self._run("start")
+
+    def remove(self) -> None:
+        self._run("remove")
+
+
+def start_postgres() -> PostgresServer:
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        pytest.skip("PostgreSQL's server binaries are not installed (tests/setup.sh installs Debian's postgresql)")
+    return PostgresServer()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """The URL of a PostgreSQL server for this session (its maintenance database `postgres`)."""
+    if os.environ.get("MODELFORGE_TEST_POSTGRES_URL"):
+        yield os.environ["MODELFORGE_TEST_POSTGRES_URL"]
+        return
+    server = start_postgres()
+    yield server.url
+    server.remove()
+
+
+def create_database(server_url: str) -> str:
+    """A new empty database on the server; its URL."""
+    import psycopg2
+
+    name = f"modelforge_{uuid.uuid4().hex[:12]}"
+    connection = psycopg2.connect(server_url)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    connection.close()
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(server_url: str, url: str) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(server_url)
+    connection.autocommit = True
+    with connection.cursor() as cursor:  # FORCE: a worker a test left connected must not keep it
+        cursor.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+    connection.close()
+
+
 @pytest.fixture
-def settings(tmp_path, demo_models_dir, monkeypatch):
-    """A fresh data folder and SQLite database, sharing the session's demo model."""
+def database_url(request):
+    """None for SQLite in the home folder (the default), or the URL of a fresh PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield None
+        return
+    server_url = request.getfixturevalue("postgres_url")
+    url = create_database(server_url)
+    yield url
+    from modelforge.db import database
+
+    if database.obj is not None:
+        database.close()
+    drop_database(server_url, url)
+
+
+@pytest.fixture
+def settings(tmp_path, demo_models_dir, monkeypatch, database_url):
+    """A fresh data folder and database (SQLite in it, or PostgreSQL), sharing the session's demo model."""
     home = tmp_path / "home"
     home.mkdir()
     (home / "models").symlink_to(demo_models_dir, target_is_directory=True)
     monkeypatch.setenv("MODELFORGE_HOME", str(home))
     monkeypatch.delenv("MODELFORGE_DB_PATH", raising=False)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+    if database_url:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+    else:
+        monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("MODELFORGE_CANCEL_GRACE", "60")
     return Settings.from_env()
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up everything the test suite needs on a fresh Debian machine: Chromium for the browser tests, a virtual
-# environment in .venv, and the Unsloth provider's own one in .venv-unsloth (unsloth caps transformers, trl and
-# datasets below what .venv needs). The CPU build of torch is installed first so pip does not fetch a CUDA build.
+# Sets up everything the test suite needs on a fresh Debian machine: Chromium for the browser tests, PostgreSQL's
+# server binaries (tests start throwaway servers with tests/postgres.sh), a virtual environment in .venv, and the
+# Unsloth provider's own one in .venv-unsloth (unsloth caps transformers, trl and datasets below what .venv needs).
+# The CPU build of torch is installed first so pip does not fetch a CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1; then
@@ -9,6 +10,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
+bash tests/postgres.sh install
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt

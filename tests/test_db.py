@@ -1,5 +1,18 @@
+"""The job store: where it lives, SQLite and PostgreSQL alike, and a clear error when it cannot be opened."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from modelforge.db import Job, database, init_database
 from modelforge.settings import Settings
+from modelforge.worker import EXIT_DATABASE_UNREACHABLE
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_sqlite_store_lives_under_the_home_folder_in_wal_mode(tmp_path, monkeypatch):
@@ -22,3 +35,56 @@ def test_database_path_and_url_come_from_the_environment(tmp_path, monkeypatch):
     Job.create(name="x", config="{}", output_dir=str(tmp_path))
     assert database.obj.database == str(url_db)
     assert url_db.exists() and Job.select().count() == 1
+
+
+@pytest.mark.both_databases
+def test_a_database_made_by_an_older_version_gains_the_new_columns(settings):
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    db = init_database(settings)
+    Job.create(name="old", config="{}", output_dir="/x")
+    migrate(SchemaMigrator.from_database(db).drop_column("jobs", "supervisor"))
+    database.close()
+    init_database(settings)
+    assert "supervisor" in {column.name for column in database.get_columns("jobs")}
+    assert [(job.name, job.supervisor) for job in Job.select()] == [("old", None)]  # the row it held is kept
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+BAD_URLS = [
+    ("postgresql://postgres:s3cret@127.0.0.1:{port}/jobs",
+     "Cannot open the database postgresql://postgres:***@127.0.0.1:{port}/jobs: connection to server"),
+    ("postgres://127.0.0.1:{port}", "is not a database address"),
+    ("mongodb://127.0.0.1:{port}/jobs", "is not a database address"),
+]
+
+
+@pytest.mark.parametrize("url, expected", BAD_URLS)
+def test_an_unreachable_or_malformed_database_url_is_one_clear_error_in_the_cli(url, expected, settings, monkeypatch):
+    port = _closed_port()
+    monkeypatch.setenv("DATABASE_URL", url.format(port=port))
+    result = subprocess.run([sys.executable, "-m", "modelforge", "jobs"], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: DATABASE_URL") or result.stderr.startswith("error: Cannot open")
+    assert expected.format(port=port) in result.stderr
+    assert "Traceback" not in result.stderr and "s3cret" not in result.stderr
+
+
+def test_the_app_and_the_worker_refuse_an_unreachable_database_without_a_traceback(settings, monkeypatch):
+    port = _closed_port()
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{port}/jobs")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    expected = f"Cannot open the database postgresql://postgres@127.0.0.1:{port}/jobs"
+    app = subprocess.run([sys.executable, "app.py", "--port", str(_closed_port())], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=300)
+    assert app.returncode == 1 and expected in app.stderr and "Traceback" not in app.stderr
+    worker = subprocess.run([sys.executable, "-m", "modelforge.worker", "1"], capture_output=True, text=True, cwd=ROOT,
+                            env=env, timeout=120)
+    assert worker.returncode == EXIT_DATABASE_UNREACHABLE
+    assert expected in worker.stderr and "Traceback" not in worker.stderr

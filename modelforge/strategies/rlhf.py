@@ -105,6 +105,8 @@ def train_reward_model(run, progress):
             f"Cancelled in {REWARD_STAGE} at step {trainer.state.global_step}; "
             f"resume continues from {last_checkpoint(folder)}."
         )
+    if progress.database_lost:
+        raise progress.database_lost
     trainer.save_model(str(folder))
     progress.step_offset = trainer.state.global_step
     # Merged, a LoRA reward model is a plain sequence classifier: what GRPO and RLOO take as a reward function.
