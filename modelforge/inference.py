@@ -216,7 +216,8 @@ class ModelHost:
             torch.cuda.empty_cache()
 
     # -- generation ----------------------------------------------------------------------------------
-    def _ready(self) -> _Loaded:
+    def ready(self) -> _Loaded:
+        """The loaded model, or a clear error while none is ready (nothing loaded, or a load under way)."""
         with self._lock:
             if self._loaded is None:
                 raise ModelLoadError(f"No model is ready ({self._status()}): load a job's model or a model id first.")
@@ -224,7 +225,7 @@ class ModelHost:
 
     def answer(self, question: str, context: str, which: str = "tuned") -> dict[str, Any]:
         """The span of `context` that answers `question` (extractive QA models): text, start, end, score."""
-        loaded = self._ready()
+        loaded = self.ready()
         if loaded.source.task != "extractive-qa":
             raise ModelLoadError(f"{loaded.source.name} is loaded for {loaded.source.task}, not extractive question answering.")
         from modelforge.prediction import answer_question
@@ -246,7 +247,7 @@ class ModelHost:
         temperature 0 decodes greedily (deterministic); otherwise tokens are sampled with temperature and top_p.
         `which` picks the tuned model or its base. An encoder-decoder model answers the last message alone.
         """
-        loaded = self._ready()
+        loaded = self.ready()
         if loaded.source.task == "extractive-qa":
             raise ModelLoadError(f"{loaded.source.name} answers questions from a context; it does not generate text.")
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer

@@ -49,56 +49,79 @@ def side_by_side_columns(side_by_side: bool) -> tuple:
 
 
 def load(engine, host: ModelHost, job_id: int | None, model_text: str, task: str, side_by_side: bool):
-    """Start loading the chosen model and report the status until the load ends (the load runs on without us)."""
+    """Start loading the chosen model and report the status until the load ends (the load runs on without us).
+
+    Each step also sets the Send button: disabled from the moment a load starts until a model is ready."""
     try:
         if model_text and model_text.strip():
             source = path_source(model_text, task)
         elif job_id is not None:
             source = job_source(engine.get_job(job_id), engine.settings)
         else:
-            yield "Choose a finished job, or type a model folder or hub id."
+            yield "Choose a finished job, or type a model folder or hub id.", _send_button(host)
             return
-        yield host.load(source, compare=side_by_side)
+        host.load(source, compare=side_by_side)
     except ModelForgeError as exc:
-        yield f"error: {exc}"
+        yield f"error: {exc}", _send_button(host)
         return
     except Exception as exc:  # the UI boundary: show the failure, keep the server up
         log.exception("choosing the model to load failed")
-        yield f"error: {type(exc).__name__}: {exc}"
+        yield f"error: {type(exc).__name__}: {exc}", _send_button(host)
         return
+    # Said even when a small model is ready before this line: every load shows Send disabled until it ends.
+    yield f"loading {source.name}…", gr.update(interactive=False)
     while host.loading:
-        yield host.wait(timeout=1.0)
-    yield host.status()
+        yield host.wait(timeout=1.0), gr.update(interactive=False)
+    yield host.status(), _send_button(host)
+
+
+def _send_button(host: ModelHost):
+    """Send is enabled only while a model is ready to answer."""
+    return gr.update(interactive=host.status().startswith("ready"))
+
+
+def host_state(host: ModelHost):
+    return host.status(), _send_button(host)
 
 
 def _ui_error(exc: Exception, what: str) -> gr.Error:
-    if isinstance(exc, ModelForgeError):
-        return gr.Error(str(exc))
+    if isinstance(exc, ModelForgeError):  # the user's to fix: said on the page, one line in the log
+        log.info("%s refused: %s", what, exc)
+        return gr.Error(str(exc), print_exception=False)
     log.exception("%s failed", what)  # the UI boundary: show the failure, keep the server up
     return gr.Error(f"{what} failed: {type(exc).__name__}: {exc}")
 
 
 def chat(host: ModelHost, message, base_history, tuned_history, side_by_side, max_new_tokens, temperature, top_p):
-    """Stream both models' replies to `message`: the base model's first, then the tuned model's; clears the textbox."""
+    """Stream both models' replies to `message`: the base model's first, then the tuned model's; clears the textbox.
+
+    A send that fails (no model ready, a reload under way, a generation error) is taken back: both conversations
+    return to what they were, the message returns to the textbox, and the notice line (and a toast) says why, so
+    the next send is not spoiled by a question left without its answer."""
+    before = (base_history or [], tuned_history or [])
     if not message.strip():
-        yield base_history, tuned_history, message
+        yield *before, message, ""
         return
     answering = ("base", "tuned") if side_by_side else ("tuned",)
-    conversations = {"base": base_history or [], "tuned": tuned_history or []}
+    conversations = dict(zip(("base", "tuned"), before))
     for which in answering:
         conversations[which] = [*conversations[which], {"role": "user", "content": message}]
-    yield conversations["base"], conversations["tuned"], ""
-    for which in answering:
-        history = conversations[which]
-        reply = ""
-        try:
+    try:
+        host.ready()  # a send while nothing is loaded or a model reloads is refused before it shows
+        yield conversations["base"], conversations["tuned"], "", ""
+        for which in answering:
+            history = conversations[which]
+            reply = ""
             for reply in host.stream(history, max_new_tokens, temperature, top_p, which=which):
                 conversations[which] = [*history, {"role": "assistant", "content": reply}]
-                yield conversations["base"], conversations["tuned"], ""
-        except Exception as exc:
-            raise _ui_error(exc, "Generation") from None
-        conversations[which] = [*history, {"role": "assistant", "content": reply}]
-    yield conversations["base"], conversations["tuned"], ""
+                yield conversations["base"], conversations["tuned"], "", ""
+            conversations[which] = [*history, {"role": "assistant", "content": reply}]
+    except Exception as exc:
+        reason = _ui_error(exc, "Generation").message
+        gr.Warning(reason)
+        yield *before, message, f"⚠️ Not sent: {reason}"
+        return
+    yield conversations["base"], conversations["tuned"], "", ""
 
 
 def summarize(host: ModelHost, document, side_by_side, max_new_tokens, temperature, top_p):
@@ -155,7 +178,12 @@ def build(engine) -> list:
         with gr.Row():
             base_chat = gr.Chatbot(label="Base model", height=380, elem_id="base-chat")
             tuned_chat = gr.Chatbot(label="Tuned model", height=380, elem_id="tuned-chat")
-        message = gr.Textbox(label="Message", placeholder="Type a message and press Enter: both models answer it")
+        with gr.Row():
+            message = gr.Textbox(
+                label="Message", placeholder="Type a message and press Enter: both models answer it", scale=5
+            )
+            send_button = gr.Button("Send", interactive=False, scale=1, elem_id="send")
+        notice = gr.Markdown(elem_id="chat-notice")
     with gr.Group(visible=False) as summary_group:
         document = gr.Textbox(label="Document", lines=8, placeholder="Paste the text to summarize")
         summarize_button = gr.Button("Summarize")
@@ -182,15 +210,15 @@ def build(engine) -> list:
     task.change(input_groups, task, [chat_group, summary_group, qa_group], api_name=False)
     side_by_side.change(side_by_side_columns, side_by_side, [base_chat, base_summary, base_answer], api_name=False)
     load_button.click(
-        partial(load, engine, host), inputs=[job, model_text, task, side_by_side], outputs=status, api_name="playground_load"
+        partial(load, engine, host), inputs=[job, model_text, task, side_by_side], outputs=[status, send_button],
+        api_name="playground_load",
     )
-    unload_button.click(host.unload, outputs=status, api_name="playground_unload")
-    message.submit(
-        partial(chat, host),
-        inputs=[message, base_chat, tuned_chat, side_by_side, *settings],
-        outputs=[base_chat, tuned_chat, message],
-        api_name="playground_chat",
-    )
+    unload_button.click(lambda: (host.unload(), gr.update(interactive=False)), outputs=[status, send_button],
+                        api_name="playground_unload")
+    send = dict(inputs=[message, base_chat, tuned_chat, side_by_side, *settings],
+                outputs=[base_chat, tuned_chat, message, notice])
+    message.submit(partial(chat, host), **send, api_name="playground_chat")
+    send_button.click(partial(chat, host), **send, api_name=False)
     summarize_button.click(
         partial(summarize, host), [document, side_by_side, *settings], [base_summary, tuned_summary],
         api_name="playground_summarize",
@@ -199,5 +227,6 @@ def build(engine) -> list:
         partial(answer, host), [question, context, side_by_side], [base_answer, tuned_answer], api_name="playground_answer"
     )
     # The model is shared by every user: keep this browser's status line true when someone else loads or unloads.
-    gr.Timer(2.0).tick(host.status, outputs=status, show_progress="hidden", queue=False, api_visibility="private")
-    return [(partial(refresh_jobs, engine), job), (host.status, status)]
+    state = partial(host_state, host)
+    gr.Timer(2.0).tick(state, outputs=[status, send_button], show_progress="hidden", queue=False, api_visibility="private")
+    return [(partial(refresh_jobs, engine), job), (state, [status, send_button])]

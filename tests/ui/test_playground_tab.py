@@ -1,9 +1,13 @@
 """The Playground tab through the running app's API: list finished jobs, load one, compare it with its base, unload."""
 
+import logging
+
 import pytest
+from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from modelforge.db import Job
+from modelforge.inference import job_source
 
 GREEDY = (12, 0, 0.95)  # max new tokens, temperature, top-p
 
@@ -18,26 +22,57 @@ def test_the_tuned_model_and_its_base_answer_the_same_message_side_by_side(engin
     Job.create(name="broken", config=job.config, status="failed", output_dir=job.output_dir)
 
     assert app_client.predict(api_name="/playground_jobs")["choices"] == [[f"#{job.id} playground-lora", job.id]]
-    with pytest.raises(AppError, match="No model is ready"):
-        app_client.predict("hello", [], [], True, *GREEDY, api_name="/playground_chat")
-
     assert app_client.predict(job.id, "", "chat", True, api_name="/playground_load") == f"ready: #{job.id} playground-lora"
     streaming = app_client.submit("red blue green", [], [], True, *GREEDY, api_name="/playground_chat")
-    base, tuned, textbox = streaming.result()
-    assert textbox == ""
+    base, tuned, textbox, notice = streaming.result()
+    assert textbox == "" and notice == ""
     assert [m["role"] for m in base] == [m["role"] for m in tuned] == ["user", "assistant"]
     assert _text(base[-1]) == "red blue green"  # the demo base model repeats its input
     assert _text(tuned[-1]).strip() and _text(tuned[-1]) != _text(base[-1])  # the adapter changed the answer
     assert len(streaming.outputs()) > 3  # the messages first, then each reply as it grows
 
     # Without side by side only the tuned model answers, and the base conversation is left as it was.
-    base_again, tuned_again, _ = app_client.predict("red blue green", base, tuned, False, *GREEDY, api_name="/playground_chat")
+    base_again, tuned_again, *_ = app_client.predict("red blue green", base, tuned, False, *GREEDY, api_name="/playground_chat")
     assert [_text(m) for m in base_again] == [_text(m) for m in base]
     assert [m["role"] for m in tuned_again] == ["user", "assistant"] * 2 and _text(tuned_again[-1]).strip()
 
-    assert app_client.predict(api_name="/playground_unload") == "no model loaded"
-    with pytest.raises(AppError, match="No model is ready"):
-        app_client.predict("hello", base, tuned, True, *GREEDY, api_name="/playground_chat")
+
+def test_a_send_without_a_ready_model_is_taken_back_and_says_why(engine, tuned_job, app_url, app_client, caplog, capfd):
+    """No model, then a reload under way: each send leaves both conversations as they were, puts the message back in
+    the textbox and says why; Send is disabled from the start of a load until the model is ready; the next send after
+    the load is answered as if the failed ones never happened; the refusals log one line each, no traceback."""
+    caplog.set_level(logging.INFO, logger="modelforge.ui.playground_tab")
+    job = tuned_job
+    base, tuned, textbox, notice = app_client.predict("hello", [], [], True, *GREEDY, api_name="/playground_chat")
+    assert (base, tuned, textbox) == ([], [], "hello")
+    assert notice.startswith("⚠️ Not sent: No model is ready (no model loaded)")
+
+    # gradio_client leaves buttons out of an endpoint's outputs unless told to keep every component.
+    with_buttons = Client(app_url, verbose=False, _skip_components=False)
+    loading = with_buttons.submit(job.id, "", "chat", True, api_name="/playground_load")
+    loading.result()
+    first_status, first_send = loading.outputs()[0]
+    assert first_status == f"loading #{job.id} playground-lora…" and first_send["interactive"] is False
+    assert all(send["interactive"] is False for status, send in loading.outputs() if not status.startswith("ready"))
+    status, send = loading.outputs()[-1]
+    assert status == f"ready: #{job.id} playground-lora" and send["interactive"] is True
+
+    answered = app_client.predict("red blue green", [], [], True, *GREEDY, api_name="/playground_chat")
+    engine.model_host.load(job_source(job, engine.settings))  # a reload under way: nothing answers meanwhile
+    refused = app_client.predict("lion mouse", answered[0], answered[1], True, *GREEDY, api_name="/playground_chat")
+    assert refused[:3] == (answered[0], answered[1], "lion mouse")
+    assert refused[3].startswith(f"⚠️ Not sent: No model is ready (loading #{job.id} playground-lora…)")
+    engine.model_host.wait(timeout=60)
+    base, tuned, _, notice = app_client.predict("red blue green", *answered[:2], True, *GREEDY, api_name="/playground_chat")
+    assert notice == "" and [m["role"] for m in tuned] == ["user", "assistant"] * 2
+    assert [_text(m) for m in tuned[:2]] == [_text(m) for m in answered[1]] and _text(tuned[-1]).strip()
+    assert not any("lion mouse" in _text(m) for m in base + tuned)  # the refused message left no trace
+
+    assert with_buttons.predict(api_name="/playground_unload")[1]["interactive"] is False
+    refused = app_client.predict("hello", base, tuned, True, *GREEDY, api_name="/playground_chat")
+    assert refused[:3] == (base, tuned, "hello") and "No model is ready" in refused[3]
+    assert "Generation refused: No model is ready" in caplog.text
+    assert "Traceback" not in caplog.text + capfd.readouterr().err  # Gradio prints one for any gr.Error left to it
 
 
 def test_a_typed_model_has_no_base_to_compare_and_summarizes_alone(app_client, demo_model_path):
@@ -93,7 +128,6 @@ def test_extractive_qa_highlights_each_models_answer_in_the_context(engine, app_
         assert "".join(piece["token"] for piece in highlighted) == CONTEXT  # the whole context, the answer marked
         [span] = _answer_spans(highlighted)
         assert span.strip() and span in CONTEXT
-    with pytest.raises(AppError, match="does not generate text"):
-        app_client.predict("hello", [], [], True, *GREEDY, api_name="/playground_chat")
+    assert "does not generate text" in app_client.predict("hello", [], [], True, *GREEDY, api_name="/playground_chat")[3]
     with pytest.raises(AppError, match="Give both a context and a question"):
         app_client.predict("where?", " ", True, api_name="/playground_answer")
