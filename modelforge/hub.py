@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 
 TOKENS_URL = "https://huggingface.co/settings/tokens"
 # Intermediate checkpoints, training logs, the merged copy and TRL's copy of a DPO job's starting adapter (ref/) stay
-# out of an adapter push, and so do the evaluation files, which hold the model's answers to the user's held-out rows.
+# out of an adapter push, and so do the evaluation files, which hold the model's answers to the user's held-out rows,
+# and the trainer's pickled arguments (training_args.bin), which hold the server's absolute paths.
 SKIPPED_DIRS = ("checkpoint-*", "runs", "logs", "ref", export.MERGED_DIR)
 SKIPPED_FILES = (
-    "*.log", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "README.md", "evaluation-*.json"
+    "*.log", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin", "README.md",
+    "evaluation-*.json",
 )
 JOB_RECORDS = (CONFIG_FILE, METRICS_FILE)  # the run's record, uploaded beside a merged model too
 LOSS_CURVE = "loss_curve.png"
@@ -136,10 +138,22 @@ def push_job(
             api.create_repo(repo_id, private=private)
     size_mb = sum(operation.upload_info.size for operation in operations) / 1e6
     report(0.75, f"uploading {len(operations)} files ({size_mb:.1f} MB)")
-    with _hub_errors(repo_id, token):
-        commit = api.create_commit(
-            repo_id, operations=operations, commit_message=f"ModelForge job #{job.id}: {job.name}"
-        )
+    try:
+        with _hub_errors(repo_id, token):
+            commit = api.create_commit(
+                repo_id, operations=operations, commit_message=f"ModelForge job #{job.id}: {job.name}"
+            )
+    except Exception as exc:
+        if existing is not None:
+            raise
+        # The repo exists only for this push (the Hub needs it before any file goes up): an upload that failed
+        # would leave it empty, so it goes again.
+        removed = _delete_created_repo(api, repo_id)
+        after = (" The repo this push created was deleted again: nothing was left on the Hub." if removed else
+                 f" The repo this push created could not be deleted: delete the empty {repo_id} on the Hub.")
+        if isinstance(exc, HubError):
+            raise HubError(str(exc) + after) from None
+        raise
     jobs.add_artifact(job.id, "hub", commit.commit_url)
     report(1.0, "done")
     log.info("pushed job %d to %s (%s)", job.id, repo_id, commit.commit_url)
@@ -226,6 +240,16 @@ def _existing_repo(api, repo_id: str, token: str):
             return None
 
 
+def _delete_created_repo(api, repo_id: str) -> bool:
+    try:
+        api.delete_repo(repo_id, missing_ok=True)
+    except Exception:  # the push's own error is the one to report; this one is logged
+        log.exception("deleting the empty repo %s after a failed upload failed", repo_id)
+        return False
+    log.info("deleted %s: the upload into the repo this push created failed", repo_id)
+    return True
+
+
 @contextmanager
 def _hub_errors(repo_id: str, token: str) -> Iterator[None]:
     """Turn huggingface_hub's exceptions into HubError messages a user can act on, without the token."""
@@ -251,6 +275,12 @@ def _hub_errors(repo_id: str, token: str) -> Iterator[None]:
             detail = (exc.server_message or str(exc)).splitlines()[0]
             message = f"The Hub refused the push to {repo_id} (HTTP {status}): {detail}"
         raise HubError(message.replace(token, "<token>")) from None
+    except ConnectionError as exc:  # hf-xet's upload: its storage endpoints unreachable or refusing
+        detail = str(exc).replace(token, "<token>").splitlines()[0]
+        raise HubError(
+            f"The upload of the files to {repo_id} failed ({detail}). Retry; if the network between this server and "
+            "the Hub blocks Xet storage, set HF_HUB_DISABLE_XET=1 on the server to upload through LFS instead."
+        ) from None
     except HTTPError as exc:  # no response at all: DNS, connection refused, timeout, proxy
         raise HubError(
             f"The Hugging Face Hub is unreachable ({type(exc).__name__}: {str(exc).replace(token, '<token>')}): "

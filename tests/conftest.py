@@ -212,6 +212,7 @@ def mapping_dataset():
 def finished_job(engine, demo_model_path):
     """A completed LoRA job without training: the demo model with a fresh r=4 adapter, saved like a real run."""
     import json
+    import pickle
 
     import torch
     from peft import LoraConfig, get_peft_model
@@ -232,6 +233,8 @@ def finished_job(engine, demo_model_path):
     (output_dir / "train.log").write_text("step 10 loss 0.5\n")
     (output_dir / "checkpoint-10").mkdir()
     (output_dir / "checkpoint-10" / "optimizer.pt").write_bytes(b"not uploaded")
+    # What the trainer saves beside the model: its arguments pickled, the server's absolute paths inside.
+    (output_dir / "training_args.bin").write_bytes(pickle.dumps({"output_dir": str(output_dir)}))
     config = JobConfig(name=name, dataset="assets/samples/animals.jsonl", model=None, output_dir=str(output_dir))
     (output_dir / "modelforge.yaml").write_text(config.to_yaml())
     metrics = {"train_loss": 0.5, "eval_loss": 0.75, "steps": 10}

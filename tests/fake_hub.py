@@ -1,7 +1,9 @@
 """A local stand-in for the Hugging Face Hub endpoints that huggingface_hub's HfApi calls to publish a model.
 
 The real client runs against it: whoami, model info, repo creation, README metadata validation, preupload (which
-answers "lfs" for binary files, as the Hub does), the LFS batch API with its PUT and verify, and the NDJSON commit.
+answers "lfs" for binary files, as the Hub does), the LFS batch API with its PUT and verify, the NDJSON commit and
+repo deletion. It has no Xet endpoints: a client with hf-xet enabled fails its upload here as against a Hub whose Xet
+storage it cannot reach.
 It checks tokens and write permissions like the Hub, keeps each repo's files and commits, and records every request,
 so tests assert what was uploaded and what was never asked.
 """
@@ -38,6 +40,7 @@ class FakeHub:
         self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
         self.create_payloads: list[dict] = []
+        self.deleted: list[str] = []  # repo ids, in the order they were deleted
         self._lock = threading.Lock()
         hub = self
 
@@ -179,6 +182,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._route("PUT")
 
+    def do_DELETE(self) -> None:
+        self._route("DELETE")
+
     # -- endpoints ---------------------------------------------------------------------------------------------------
     def whoami(self, account, body) -> None:
         if account is None:
@@ -206,6 +212,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(403, f"You don't have the rights to create a model under the namespace {repo_id.split('/')[0]}")
         self.state.add_repo(repo_id, private=payload.get("visibility") == "private")
         self._send(200, {"url": f"{self.state.url}/{repo_id}", "name": repo_id, "id": repo_id})
+
+    def delete_repo(self, account, body) -> None:
+        payload = json.loads(body)
+        repo_id = f"{payload.get('organization') or (account or {}).get('name')}/{payload['name']}"
+        if self._writable(account, repo_id) is None:
+            return
+        del self.state.repos[repo_id]
+        self.state.deleted.append(repo_id)
+        self._send(200)
 
     def validate_yaml(self, account, body) -> None:
         self._send(200, {"errors": [], "warnings": []})
@@ -300,4 +315,5 @@ ROUTES = {
         (rf"/api/models/{_REPO}/commit/(?P<revision>[^/]+)", _Handler.commit),
     ],
     "PUT": [(r"/lfs-upload/(?P<oid>[0-9a-f]{64})", _Handler.lfs_upload)],
+    "DELETE": [(r"/api/repos/delete", _Handler.delete_repo)],
 }

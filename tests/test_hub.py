@@ -206,6 +206,30 @@ def test_an_existing_repo_is_updated_only_after_confirmation(evaluated_job, engi
     assert fake_hub.create_payloads == []
 
 
+def test_an_upload_failing_under_xet_is_a_clear_error_and_leaves_no_empty_repo_behind(
+    finished_job, engine, fake_hub, monkeypatch
+):
+    """hf-xet as installed by default, against a Hub whose Xet storage cannot be reached (the fake has none)."""
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "0")
+    fake_hub.add_account(TOKEN, "alice")
+
+    with pytest.raises(HubError, match=r"upload of the files to alice/demo failed \(.*\)\. Retry; .*HF_HUB_DISABLE_XET=1"
+                       r".* The repo this push created was deleted again: nothing was left on the Hub\.") as error:
+        push_job(finished_job, "demo", engine.settings, token=TOKEN)
+    assert TOKEN not in str(error.value)
+    assert ("GET", "/api/models/alice/demo/xet-write-token/main") in fake_hub.requests  # the Xet path was taken
+    assert fake_hub.create_payloads[0]["name"] == "demo" and fake_hub.deleted == ["alice/demo"] and fake_hub.repos == {}
+    assert not ModelArtifact.select().where(ModelArtifact.kind == "hub").exists()
+
+    # A repo that existed before the push is never deleted: it keeps its files and commits.
+    fake_hub.add_repo("alice/kept", private=True, files={"notes.txt": b"kept"})
+    with pytest.raises(HubError, match="upload of the files to alice/kept failed") as error:
+        push_job(finished_job, "alice/kept", engine.settings, token=TOKEN, confirm_existing=True)
+    assert "deleted" not in str(error.value) and fake_hub.deleted == ["alice/demo"]
+    assert fake_hub.repos["alice/kept"].files == {"notes.txt": b"kept"} and len(fake_hub.repos["alice/kept"].commits) == 1
+
+
 def test_invalid_token_is_rejected_before_any_upload(finished_job, engine, fake_hub):
     with pytest.raises(HubError, match="token was rejected") as error:
         push_job(finished_job, "alice/demo", engine.settings, token=TOKEN)
@@ -286,11 +310,12 @@ def test_bad_repo_id_and_unfinished_job_fail_before_any_request(finished_job, en
     assert fake_hub.requests == []
 
 
-def test_upload_files_skips_checkpoints_optimizer_states_logs_the_merged_copy_and_the_old_readme(tmp_path):
+def test_upload_files_skips_checkpoints_optimizer_states_training_args_logs_the_merged_copy_and_the_old_readme(tmp_path):
     folder = tmp_path / "run"
     for name in ("adapter_model.safetensors", "README.md", "train.log", ".lock", "checkpoint-3/model.bin",
                  "runs/x/events", "merged/model.safetensors", "optimizer.pt", "rng_state_0.pth", "sub/README.md",
-                 "ref/adapter_model.safetensors", "evaluation-base.json", "reward_model/adapter_model.safetensors"):
+                 "ref/adapter_model.safetensors", "evaluation-base.json", "reward_model/adapter_model.safetensors",
+                 "training_args.bin"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text("x")
     assert [p.relative_to(folder).as_posix() for p in upload_files(folder)] == [
