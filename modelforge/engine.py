@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelforge import data, export, hardware, hub, jobs
-from modelforge.config import JobConfig
+from modelforge import data, export, fit, hardware, hub, jobs
+from modelforge.config import JobConfig, preset_overrides
 from modelforge.db import DatasetRecord, Job, database, init_database
 from modelforge.errors import DatasetError, JobError
 from modelforge.inference import ModelHost
@@ -82,6 +82,10 @@ class Engine:
         """Hub ids recommended for this machine's hardware profile and the task (the demo model aside)."""
         report = hardware.detect(self.settings.home)
         return [entry["id"] for entry in hardware.recommended_models(hardware.profile(report), task) if entry["id"] != "demo"]
+
+    def preset(self, preset: str, model: str | None) -> dict[str, dict]:
+        """The config sections a Finetune preset sets for `model` (None: the demo model), sized by its parameters."""
+        return preset_overrides(preset, fit.model_params_b(model, self.settings.models_dir))
 
     def dataset_choices(self, task: str, strategy: str = "sft") -> list[tuple[str, str]]:
         """Saved datasets of this task, then the bundled samples for it: `<task>.jsonl`, and `<task>-demo.jsonl` where

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -172,6 +173,20 @@ def resolve_model(model: str | None, params_b: float | None = None, models_dir: 
     if shape is None:
         raise ConfigError("choose a model or enter its parameter count in billions")
     return shape
+
+
+# The size many Hub ids carry: Llama-3.1-70B-Instruct, SmolLM2-135M, opt-1.3b (not the 2.5 of Qwen2.5-7B).
+_SIZE_IN_NAME = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)([BbMm])(?![A-Za-z])")
+
+
+def model_params_b(model: str | None, models_dir: str | Path | None = None) -> float | None:
+    """Billions of parameters of `model` (None: the demo model): a local folder's or the recommended list's count,
+    else the size written in its name; None when neither tells."""
+    try:
+        return resolve_model(model or "demo", None, models_dir).params / 1e9
+    except ConfigError:
+        sizes = [float(number) / (1000 if unit in "Mm" else 1) for number, unit in _SIZE_IN_NAME.findall(model or "")]
+        return max(sizes) if sizes else None
 
 
 @dataclass(frozen=True)

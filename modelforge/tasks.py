@@ -21,5 +21,8 @@ TASKS: dict[str, Task] = {
     ),
 }
 
+# The task every tab starts with: the config's default, whose sample the demo model learns.
+DEFAULT_TASK = "text-generation"
+
 # Preference pairs, used by strategies that learn from comparisons (dpo, rlhf).
 PREFERENCE_FIELDS: tuple[str, ...] = ("prompt", "chosen", "rejected")

@@ -1,6 +1,6 @@
 import pytest
 
-from modelforge.config import JobConfig
+from modelforge.config import PRESETS, JobConfig, model_size, preset_overrides
 from modelforge.errors import ConfigError
 
 FULL_YAML = """
@@ -81,3 +81,18 @@ def test_override_errors_are_config_errors():
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         JobConfig.load(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "params_b, size, balanced_rate",
+    [(0.0009, "tiny", 3e-3), (0.135, "standard", 2e-4), (7.6, "standard", 2e-4), (70.0, "large", 1e-4),
+     (None, "standard", 2e-4)],
+)
+def test_presets_take_their_learning_rate_from_the_model_size(params_b, size, balanced_rate):
+    assert model_size(params_b) == size
+    assert preset_overrides("balanced", params_b)["training"]["learning_rate"] == balanced_rate
+    # every preset sets the same keys, so choosing one replaces what another set
+    keys = {preset: {(section, key) for section, values in preset_overrides(preset, params_b).items() for key in values}
+            for preset in PRESETS}
+    assert len(set(map(frozenset, keys.values()))) == 1
+    assert all(JobConfig.parse({"dataset": "d.jsonl", **preset_overrides(preset, params_b)}) for preset in PRESETS)

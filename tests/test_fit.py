@@ -178,3 +178,12 @@ def test_resolve_model_by_id_count_or_both():
         FitSetup(method="dora")
     with pytest.raises(ConfigError, match="batch_size must be at least 1"):
         FitSetup(batch_size=0)
+
+
+@pytest.mark.parametrize(
+    "model, params_b",
+    [(None, 0.0009), ("Qwen/Qwen2.5-7B", 7.62), ("meta-llama/Llama-3.3-70B-Instruct", 70.0),
+     ("someone/SmolLM3-135M-tuned", 0.135), ("facebook/opt-1.3b", 1.3), ("Qwen/Qwen3-30B-A3B", 30.0), ("gpt2", None)],
+)
+def test_model_params_from_the_recommended_list_or_the_name(model, params_b):
+    assert fit.model_params_b(model) == params_b

@@ -11,7 +11,7 @@ import gradio as gr
 from modelforge import data, dataset_store
 from modelforge.errors import DatasetError, ModelForgeError
 from modelforge.strategies import STRATEGIES
-from modelforge.tasks import PREFERENCE_FIELDS, TASKS
+from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS, TASKS
 
 FILE_TYPES = [f".{name}" for name in data.FORMATS]
 # One column dropdown per field; a task or strategy needs at most this many fields, the rest are hidden.
@@ -132,7 +132,7 @@ def build(engine) -> list:
             hub_id = gr.Textbox(
                 label="… or a Hugging Face Hub dataset id", placeholder="owner/name or owner/name:split"
             )
-            task = gr.Dropdown(list(TASKS), value="text-generation", label="Task")
+            task = gr.Dropdown(list(TASKS), value=DEFAULT_TASK, label="Task")
             strategy = gr.Dropdown(
                 list(STRATEGIES), value=None, label="Strategy (optional)",
                 info="the strategy that will train on this data decides the fields, e.g. prompt/chosen/rejected",

@@ -7,6 +7,7 @@ from typing import get_args
 import gradio as gr
 
 from modelforge.config import (
+    DEFAULT_PRESET,
     PRESETS,
     EvaluationConfig,
     JobConfig,
@@ -17,19 +18,17 @@ from modelforge.config import (
     TrainingConfig,
 )
 from modelforge.errors import ModelForgeError
-from modelforge.tasks import TASKS
+from modelforge.tasks import DEFAULT_TASK, TASKS
 from modelforge.ui.evaluation_table import EXAMPLE_COLUMNS, evaluation_table, example_rows
 
 DEMO_MODEL = "built-in demo model"
 NO_JOB = "No job yet: choose a dataset and press **Start training**."
 
-# Advanced fields: (config key, component factory). Their order is the order of the handler's inputs.
-_TRAINING_DEFAULTS = TrainingConfig()
-_LORA_DEFAULTS = LoraConfig()
-
-
-def _advanced_fields() -> list[tuple[str, gr.components.Component]]:
-    t, lo, e, p = _TRAINING_DEFAULTS, _LORA_DEFAULTS, EvaluationConfig(), PreferenceConfig()
+# Advanced fields: (config key, component). Their order is the order of the handler's inputs.
+def _advanced_fields(preset: dict[str, dict]) -> list[tuple[str, gr.components.Component]]:
+    """The fields, showing the defaults with `preset`'s values (preset_overrides) on top."""
+    t, lo = TrainingConfig(**preset["training"]), LoraConfig(**preset["lora"])
+    e, p = EvaluationConfig(), PreferenceConfig()
     return [
         ("training.epochs", gr.Number(t.epochs, label="epochs", minimum=0.01)),
         ("training.max_steps", gr.Number(t.max_steps, label="max steps (-1: use epochs)", precision=0)),
@@ -90,18 +89,12 @@ def config_from_form(dataset, task, model, provider, strategy, keys: list[str], 
     return JobConfig.parse(data, "form")
 
 
-def _preset_values(preset: str, keys: list[str]) -> list:
-    overrides = PRESETS[preset]
-    defaults = {"training": _TRAINING_DEFAULTS.model_dump(), "lora": _LORA_DEFAULTS.model_dump()}
+def _preset_values(preset: dict[str, dict], keys: list[str]) -> list:
+    """Updates of the fields that `preset` (preset_overrides) sets; the others keep what the user entered."""
     updates = []
     for key in keys:
         section, _, field = key.partition(".")
-        if field and section in overrides and field in overrides[section]:
-            updates.append(overrides[section][field])
-        elif field and section in defaults:
-            updates.append(defaults[section][field])
-        else:
-            updates.append(gr.skip())
+        updates.append(preset[section][field] if field in preset.get(section, {}) else gr.skip())
     return updates
 
 
@@ -151,9 +144,9 @@ def build(engine) -> list:
     with gr.Row():
         with gr.Column(scale=2):
             with gr.Row():
-                task = gr.Dropdown(list(TASKS), value="text-generation", label="Task")
+                task = gr.Dropdown(list(TASKS), value=DEFAULT_TASK, label="Task")
                 dataset = gr.Dropdown(
-                    choices=engine.dataset_choices("text-generation"), allow_custom_value=True,
+                    choices=engine.dataset_choices(DEFAULT_TASK), allow_custom_value=True,
                     label="Dataset", info="a saved dataset, a bundled sample, a file path or a Hub dataset id",
                 )
             with gr.Row():
@@ -167,9 +160,10 @@ def build(engine) -> list:
             gr.Markdown(
                 "\n".join(f"- **{name}**: {'available' if ok else reason}" for name, ok, reason in engine.providers())
             )
-            preset = gr.Radio(list(PRESETS), value="balanced", label="Preset")
+            preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
+                              info="the learning rate follows the model's size: a tiny demo model needs a far higher one")
             with gr.Accordion("Advanced", open=False):
-                fields = _advanced_fields()
+                fields = _advanced_fields(engine.preset(DEFAULT_PRESET, None))
             keys = [key for key, _ in fields]
             components = [component for _, component in fields]
             with gr.Row():
@@ -237,6 +231,10 @@ def build(engine) -> list:
         path, command = engine.export_config(current_id)
         return path, command
 
+    def preset_update(preset_value, model_value):
+        """A preset's values sized for the chosen model, whenever either changes."""
+        return _preset_values(engine.preset(preset_value, None if model_value == DEMO_MODEL else model_value), keys)
+
     def dataset_update(task_value, strategy_value):
         return gr.update(choices=engine.dataset_choices(task_value, strategy_value))
 
@@ -246,7 +244,8 @@ def build(engine) -> list:
 
     task.change(choices_update, [task, strategy], [dataset, model])
     strategy.change(dataset_update, [task, strategy], dataset)
-    preset.change(lambda p: _preset_values(p, keys), preset, components)
+    for component in (preset, model):
+        component.change(preset_update, [preset, model], components, api_name=False)
     start.click(start_job, [dataset, task, model, provider, strategy, *components], [job_id, message], api_name="start_training").then(
         show, job_id, watch_outputs
     )

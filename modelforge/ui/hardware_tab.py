@@ -7,7 +7,7 @@ import gradio as gr
 from modelforge import fit
 from modelforge.errors import ModelForgeError
 from modelforge.hardware import PROFILES, HardwareReport, detect, recommended_models
-from modelforge.tasks import TASKS
+from modelforge.tasks import DEFAULT_TASK, TASKS
 
 RECOMMENDED_COLUMNS = ["model", "params (B)", "method", "note"]
 BREAKDOWN_COLUMNS = ["part", "GB"]
@@ -105,7 +105,7 @@ def build(engine) -> None:
         report_json = gr.JSON()
 
     gr.Markdown("## Recommended models")
-    task = gr.Dropdown(choices=list(TASKS), value="chat", label="Task")
+    task = gr.Dropdown(choices=list(TASKS), value=DEFAULT_TASK, label="Task")
     recommended = gr.Dataframe(headers=RECOMMENDED_COLUMNS, interactive=False, label="For this machine's profile")
 
     gr.Markdown("## Will it fit?")

@@ -14,7 +14,7 @@ import gradio as gr
 
 from modelforge.errors import ModelForgeError
 from modelforge.inference import ModelHost, job_source, path_source
-from modelforge.tasks import TASKS
+from modelforge.tasks import DEFAULT_TASK, TASKS
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def build(engine) -> list:
         model_text = gr.Textbox(
             label="…or a model folder / hub id", placeholder="e.g. Qwen/Qwen2.5-0.5B-Instruct", scale=3
         )
-        task = gr.Dropdown(list(TASKS), value="chat", label="Task", scale=2)
+        task = gr.Dropdown(list(TASKS), value=DEFAULT_TASK, label="Task", scale=2)
     with gr.Row():
         side_by_side = gr.Checkbox(True, label="Side by side with the base model", elem_id="side-by-side")
         load_button = gr.Button("Load", variant="primary")

@@ -74,6 +74,21 @@ def test_a_finished_job_shows_base_and_tuned_scores_and_history_compares_jobs(ap
     assert row[2] == tuned and row[4] == "12.5"
 
 
+def test_a_first_job_with_the_tabs_defaults_learns_the_sample(app_client, engine):
+    """Start training with nothing changed, as a newcomer does: the demo model, the first sample, the default preset."""
+    message = app_client.predict(api_name="/start_training")
+    assert re.fullmatch(r"Queued job #1 \(run-[\d-]+\)\.", message), message
+    config = engine.job_config(engine.get_job(1))
+    assert config.model is None and config.dataset.endswith("text-generation.jsonl")
+    assert config.training.learning_rate == 3e-3 and config.training.max_steps == -1  # the tiny model's rate, epochs
+    _wait_for_status(app_client, r"\*\*completed\*\*", timeout=400)
+    _, _, _, evaluation, _ = app_client.predict(api_name="/job_status")
+    scores = {row[0]: row[1:] for row in evaluation["data"]}
+    base, tuned, _ = scores["exact_match"]
+    assert float(base) < 10 and float(tuned) >= 60, scores
+    assert float(scores["chrf"][1]) > float(scores["chrf"][0]), scores
+
+
 def test_a_bad_form_is_refused_with_the_reason(app_client, tmp_path):
     message = app_client.predict(dataset_value=str(tmp_path / "missing.jsonl"), api_name="/start_training")
     assert message.startswith("**Could not start:**") and "not found" in message
