@@ -9,6 +9,8 @@ from typing import Callable
 
 from modelforge.demo_model import DEMO_MODELS
 from modelforge.errors import ModelForgeError
+from modelforge.strategies import STRATEGIES
+from modelforge.tasks import TASKS
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -74,6 +76,30 @@ def cmd_train(args) -> int:
     config = JobConfig.load(args.config).with_overrides(args.set or [])
     job = engine.submit(config)
     return _follow(engine, job)
+
+
+def cmd_validate(args) -> int:
+    """Check datasets for the task (and strategy) as Validate in the Dataset tab does: every problem with its line."""
+    from modelforge import data
+    from modelforge.errors import ConfigError
+
+    columns = dict(pair.partition("=")[::2] for pair in args.column or [])
+    if "" in columns or "" in columns.values():
+        raise ConfigError("--column: expected field=column, e.g. --column input=question")
+    fields = STRATEGIES[args.strategy].fields(args.task) if args.strategy else TASKS[args.task].fields
+    failed = 0
+    for source in args.datasets:
+        try:
+            report = data.validate(source, args.task, columns or None, fields)
+        except ModelForgeError as exc:
+            print(f"error: {exc}")  # it names the source
+            failed += 1
+            continue
+        print(report.summary(limit=args.limit))
+        failed += not report.ok
+    if failed:
+        print(f"{failed} of {len(args.datasets)} datasets have errors", file=sys.stderr)
+    return EXIT_USAGE if failed else 0
 
 
 def cmd_resume(args) -> int:
@@ -221,6 +247,7 @@ def cmd_push(args) -> int:
 
 COMMANDS: dict[str, Callable] = {
     "train": cmd_train,
+    "validate": cmd_validate,
     "jobs": cmd_jobs,
     "show": cmd_show,
     "cancel": cmd_cancel,
@@ -238,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="queue a job from a YAML config and follow it to the end")
     train.add_argument("config", help="path to the job's YAML config")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. training.epochs=1")
+    check = commands.add_parser("validate", help="check datasets for a task: every problem with its line, exit 2 if any")
+    check.add_argument("datasets", nargs="+", help="local files (jsonl/json/csv/parquet) or Hub dataset ids")
+    check.add_argument("--task", choices=list(TASKS), default="text-generation", help="the task the rows are for")
+    check.add_argument("--strategy", choices=list(STRATEGIES), help="a strategy whose fields differ (dpo, rlhf: pairs)")
+    check.add_argument("--column", action="append", metavar="FIELD=COLUMN", help="map a field to a column of the file")
+    check.add_argument("--limit", type=int, default=10, help="errors and warnings listed per dataset (default 10)")
     commands.add_parser("jobs", help="list jobs")
     for name, text in (
         ("show", "show a job's state, metrics and config"),

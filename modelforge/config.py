@@ -109,6 +109,13 @@ class JobConfig(_Section):
             raise ValueError("use letters, digits, '.', '_' or '-' (at most 100, starting with a letter or digit)")
         return value
 
+    @field_validator("output_dir")
+    @classmethod
+    def _check_output_dir(cls, value: str | None) -> str | None:
+        if value is not None and ".." in Path(value).parts:
+            raise ValueError(f"{value!r} climbs out of its folder with '..'; give the folder itself")
+        return value
+
     @field_validator("columns")
     @classmethod
     def _check_columns(cls, value: dict[str, str], info) -> dict[str, str]:

@@ -7,9 +7,11 @@ imported only when a hub dataset is downloaded.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,9 @@ FORMATS = ("jsonl", "json", "csv", "parquet")
 MIN_ROWS = 2  # fewer valid rows is an error: too little to train on
 FEW_ROWS = 10  # fewer valid rows is a warning
 ROLES = ("system", "user", "assistant")
+# Longer text is surely a mistake (a whole book in one cell; training keeps max_length tokens of a row anyway), and
+# tokenizing it would stall the preview.
+MAX_TEXT_CHARS = 1_000_000
 
 # Column names commonly used for each field, tried in order (ignoring case) when no column has the field's name.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -43,6 +48,14 @@ _HUB_ID = re.compile(
     r"(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]*(?:/[A-Za-z0-9][A-Za-z0-9_.-]*)?)(?::(?P<split>[A-Za-z0-9_.%:\[\]+-]+))?"
 )
 _FORMAT_LIST = ", ".join(f".{name}" for name in FORMATS)
+# JSON strings hold no raw CR or LF, so any line end splits JSON lines safely; U+2028 does not (str.splitlines would).
+_LINE_END = re.compile(r"\r\n|\r|\n")
+# NUL: the sign of a binary or UTF-16 file; a lone surrogate (from an escape such as \ud800) cannot be encoded.
+_BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+_WIDE_ENCODINGS = (  # longest BOM first: UTF-32-LE's starts with UTF-16-LE's
+    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+)
 _KINDS = {
     str: "text",
     int: "a number",
@@ -54,7 +67,7 @@ _KINDS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is several times slower to create, for millions of rows
 class Row:
     """One row of a source and where it came from."""
 
@@ -189,18 +202,21 @@ def validate(
     names = list(dict.fromkeys(column for row in rows for column in row.values))
     report = ValidationReport(str(source), fields, detect_columns(names, fields, columns), len(rows) + len(malformed))
     report.errors += malformed
+    if not rows:  # every line malformed: the column mapping of nothing would only add noise
+        return report
     mapping_errors = _mapping_errors(report.columns, fields, names)
     if mapping_errors:
         report.errors = mapping_errors + report.errors
         return report
 
-    first_seen: dict[str, int] = {}
+    first_seen: dict[tuple, int] = {}
     for row in rows:
         record, issues = _check_row(row, report.columns)
         report.errors += issues
         if record is None:
             continue
-        key = json.dumps(record, sort_keys=True)
+        # the same fields in the same order for every record: its values identify it
+        key = tuple(value if isinstance(value, str) else json.dumps(value, sort_keys=True) for value in record.values())
         if key in first_seen:
             report.warnings.append(Issue(row.number, None, f"duplicate of {row.unit} {first_seen[key]}", row.unit))
         else:
@@ -255,13 +271,40 @@ def _read_file(path: Path) -> tuple[list[Row], list[Issue]]:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        content = path.read_bytes()
     except OSError as exc:
         raise DatasetError(f"cannot read {path}: {exc.strerror}") from None
+    encoding = _wide_encoding(content)
+    if encoding:
+        raise DatasetError(f"{path} is {encoding} text; save it as UTF-8 (e.g. `iconv -f {encoding} -t UTF-8`)")
+    try:
+        return content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        line, line_start = content.count(b"\n", 0, exc.start) + 1, content.rfind(b"\n", 0, exc.start) + 1
+        where = f"line {line}, byte {exc.start - line_start + 1}"
         raise DatasetError(
-            f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8"
+            f"{path}, {where}: not UTF-8 text (byte {content[exc.start]:#04x}); it may be Latin-1 or Windows-1252: "
+            "save it as UTF-8"
         ) from None
+
+
+def _wide_encoding(content: bytes) -> str | None:
+    """"UTF-16" or "UTF-32" when the bytes start with that BOM, or look like UTF-16 text without one (NUL bytes at
+    every other position: ASCII in UTF-16); None otherwise."""
+    for bom, encoding in _WIDE_ENCODINGS:
+        if content.startswith(bom):
+            return encoding
+    start = content[:4096]
+    nuls = sorted((start[0::2].count(0), start[1::2].count(0)))
+    return "UTF-16" if len(start) >= 8 and nuls[1] > len(start) // 4 and nuls[0] < nuls[1] // 8 else None
+
+
+def _loads(text: str) -> Any:
+    """json.loads, with nesting too deep to read reported as a JSONDecodeError (it raises RecursionError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
 
 def _read_jsonl(path: Path) -> tuple[list[Row], list[Issue]]:
@@ -270,12 +313,11 @@ def _read_jsonl(path: Path) -> tuple[list[Row], list[Issue]]:
 
 def _parse_json_lines(text: str) -> tuple[list[Row], list[Issue]]:
     rows, malformed = [], []
-    # split on "\n" only: str.splitlines would also split at U+2028, which JSON strings may hold unescaped
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in enumerate(_LINE_END.split(text), start=1):
         if not line.strip():
             continue
         try:
-            values = json.loads(line)
+            values = _loads(line)
         except json.JSONDecodeError as exc:
             malformed.append(Issue(number, None, f"not valid JSON: {exc.msg} (column {exc.colno})"))
             continue
@@ -291,7 +333,7 @@ def _read_json(path: Path) -> tuple[list[Row], list[Issue]]:
     if not text.strip():
         return [], []
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # JSON lines saved as .json
             return _parse_json_lines(text)
@@ -308,7 +350,9 @@ def _read_json(path: Path) -> tuple[list[Row], list[Issue]]:
 
 
 def _read_csv(path: Path) -> tuple[list[Row], list[Issue]]:
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    # strict: an unclosed quote is an error, not a value that swallows the rest of the file
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    csv.field_size_limit(2**31 - 1)  # the default 128 KB would hide MAX_TEXT_CHARS's clearer error
     header: list[str] | None = None
     rows, malformed = [], []
     end = 0  # the line the previous record ended on; a quoted value may span lines
@@ -325,7 +369,10 @@ def _read_csv(path: Path) -> tuple[list[Row], list[Issue]]:
                 message = f"has {_count(len(record), 'value')} but the header names {_count(len(header), 'column')}"
                 malformed.append(Issue(start, None, message))
     except csv.Error as exc:
-        raise DatasetError(f"{path}, line {reader.line_num}: not valid CSV: {exc}") from None
+        hint = "; a quoted value that starts here is never closed" if "end of data" in str(exc) else ""
+        raise DatasetError(f"{path}, line {end + 1}: not valid CSV: {exc}{hint}") from None
+    if header is not None and not rows and not malformed:
+        raise DatasetError(f"{path} is empty: it has no rows, only a header line")
     return rows, malformed
 
 
@@ -393,6 +440,19 @@ def _value(name: str, values: dict[str, Any], column: str) -> Any:
         return value
     if not isinstance(value, str):
         raise ValueError(f"must be text, got {_kind(value)}")
+    return _checked_text(value)
+
+
+def _checked_text(value: str) -> str:
+    if len(value) > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"is {len(value):,} characters long; a value can be at most {MAX_TEXT_CHARS:,} (training keeps only "
+            "max_length tokens of a row): shorten it or split it into several rows"
+        )
+    bad = _BAD_CHARACTER.search(value)
+    if bad:
+        what = "a NUL character (a binary file?)" if bad[0] == "\x00" else f"an unpaired surrogate \\u{ord(bad[0]):04x}"
+        raise ValueError(f"holds an invalid character at position {bad.start() + 1}: {what}; fix or remove it")
     return value
 
 
@@ -409,10 +469,33 @@ def _messages(value: Any) -> list[dict[str, str]]:
             raise ValueError(f"turn {number} has role {turn['role']!r}; use one of {', '.join(ROLES)}")
         if not isinstance(turn["content"], str) or not turn["content"].strip():
             raise ValueError(f"turn {number} content must be non-empty text, got {_kind(turn['content'])}")
+        try:
+            _checked_text(turn["content"])
+        except ValueError as exc:
+            raise ValueError(f"turn {number} content {exc}") from None
         turns.append({"role": turn["role"], "content": turn["content"]})
+    _check_turn_order([turn["role"] for turn in turns])
     if turns[-1]["role"] != "assistant":
         raise ValueError(f"must end with an assistant turn, but the last turn is from the {turns[-1]['role']}")
     return turns
+
+
+def _check_turn_order(roles: list[str]) -> None:
+    """An optional system turn, then user and assistant turns in turn, the user first (as chat templates expect)."""
+    expected = "user"
+    for number, role in enumerate(roles, start=1):
+        if role == "system":
+            if number > 1:
+                raise ValueError(f"turn {number} is a system turn; a system turn can only come first")
+            continue
+        if role != expected:
+            if expected == "user" and number == 1 + (roles[0] == "system"):
+                raise ValueError(
+                    f"turn {number} is from the assistant; a conversation starts with the user (after an optional "
+                    "system turn)"
+                )
+            raise ValueError(f"turn {number} is from the {role} again; user and assistant turns must alternate")
+        expected = "assistant" if role == "user" else "user"
 
 
 def _answer(value: Any, context: str) -> dict[str, Any]:
@@ -442,6 +525,8 @@ def _label(name: str, column: str) -> str:
 
 
 def _kind(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity"
     return _KINDS.get(type(value), type(value).__name__)
 
 

@@ -179,6 +179,8 @@ class LightTokenizer:
 
     def render(self, record: dict[str, Any], task: str) -> str:
         """A canonical record as the text the model trains on."""
+        if "chosen" in record:  # a preference pair, whatever the task: shown as its prompt and chosen answer
+            record, task = {"input": record["prompt"], "output": record["chosen"]}, "text-generation"
         if task == "extractive-qa":
             answer = record["answer"]
             return (

@@ -94,7 +94,10 @@ class JobRunner:
 
     def _output_dir(self, config: JobConfig) -> Path:
         if config.output_dir:
-            chosen = Path(config.output_dir).expanduser().resolve()
+            given = Path(config.output_dir).expanduser()
+            if given.is_symlink():  # the run would write wherever the link points
+                raise ConfigError(f"output_dir: {given} is a symbolic link; give a real folder.")
+            chosen = given.resolve()
             if chosen.exists() and any(chosen.iterdir()):
                 raise ConfigError(f"output_dir: {chosen} already holds files; choose another folder or empty it.")
             return chosen

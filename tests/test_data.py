@@ -90,7 +90,7 @@ def test_json_lines_saved_as_json_are_read_as_lines(tmp_path):
 def test_file_that_is_not_utf8(tmp_path):
     path = tmp_path / "d.csv"
     path.write_bytes("input,output\ncaf\u00e9,x\n".encode("latin-1"))
-    with pytest.raises(DatasetError, match="is not UTF-8 text .*save it as UTF-8"):
+    with pytest.raises(DatasetError, match=r"d.csv, line 2, byte 4: not UTF-8 text \(byte 0xe9\).*save it as UTF-8"):
         read_rows(path)
 
 

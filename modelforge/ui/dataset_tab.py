@@ -44,7 +44,14 @@ def _source(file: str | None, hub_id: str | None) -> str:
         dataset_store.check_upload(file, Path(file).name)
         return file
     if hub_id and hub_id.strip():
-        return hub_id.strip()
+        hub_id = hub_id.strip()
+        # A page is no way into the server's files: only an upload or a Hub id, never a path typed here.
+        if not data.is_hub_id(hub_id):
+            raise DatasetError(
+                f"{hub_id!r} is not a Hugging Face Hub dataset id (owner/name or owner/name:split); "
+                "upload a file from your computer with the upload box instead."
+            )
+        return hub_id
     raise DatasetError("Upload a file or enter a Hugging Face Hub dataset id first.")
 
 

@@ -17,7 +17,7 @@ from modelforge.config import (
     RlAlgorithm,
     TrainingConfig,
 )
-from modelforge.errors import ModelForgeError
+from modelforge.errors import ConfigError, ModelForgeError
 from modelforge.tasks import DEFAULT_TASK, TASKS
 from modelforge.ui.evaluation_table import EXAMPLE_COLUMNS, evaluation_table, example_rows
 
@@ -52,7 +52,7 @@ def _advanced_fields(preset: dict[str, dict]) -> list[tuple[str, gr.components.C
         ("lora.target_modules", gr.Textbox(lo.target_modules, label="LoRA target modules (all-linear or comma-separated)")),
         ("quantization", gr.Dropdown(["none", "4bit", "8bit"], value="none", label="load the model in")),
         ("name", gr.Textbox("", label="run name (empty: generated)")),
-        ("output_dir", gr.Textbox("", label="output folder (empty: under the data folder)")),
+        ("output_dir", gr.Textbox("", label="output folder under the data folder's runs/ (empty: the job's name)")),
         ("eval_dataset", gr.Textbox("", label="evaluation dataset (empty: hold out the eval split)")),
         ("evaluation.compare_base", gr.Checkbox(e.compare_base, label="score the base model too (before/after table)")),
         ("evaluation.max_samples", gr.Number(e.max_samples, label="held-out rows scored", precision=0, minimum=1)),
@@ -87,6 +87,17 @@ def config_from_form(dataset, task, model, provider, strategy, keys: list[str], 
     if not form.get("use_lora", True):
         data["lora"] = None
     return JobConfig.parse(data, "form")
+
+
+def within_runs(config: JobConfig, settings) -> JobConfig:
+    """The config with its output folder taken under the data folder's runs/: a page never writes elsewhere."""
+    if not config.output_dir:
+        return config
+    runs = settings.runs_dir.resolve()
+    chosen = (runs / config.output_dir).resolve()
+    if not chosen.is_relative_to(runs) or chosen == runs:
+        raise ConfigError(f"output_dir: {config.output_dir} is outside {runs}; give a folder name, e.g. my-run.")
+    return config.model_copy(update={"output_dir": str(chosen)})
 
 
 def _preset_values(preset: dict[str, dict], keys: list[str]) -> list:
@@ -211,7 +222,7 @@ def build(engine) -> list:
     def start_job(dataset_value, task_value, model_value, provider_value, strategy_value, *values):
         try:
             config = config_from_form(dataset_value, task_value, model_value, provider_value, strategy_value, keys, list(values))
-            job = engine.submit(config)
+            job = engine.submit(within_runs(config, engine.settings))
         except ModelForgeError as exc:
             return gr.skip(), f"**Could not start:** {exc}"
         return job.id, f"Queued job #{job.id} ({job.name})."
