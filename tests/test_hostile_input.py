@@ -112,12 +112,12 @@ def test_every_bad_dataset_gets_a_clear_error_in_the_app_and_the_cli(server, cor
         assert done.returncode == (2 if any_error else 0), done.stderr[-2000:]
 
     server_log = capfd.readouterr()
-    lines = [f"{'case':<36} {'task':<16} {'app':>6} {'cli':>6}  what the user is told (app)"]
+    lines = [f"{'case':<36} {'task/strategy':<16} {'app':>6} {'cli':>6}  what the user is told (app)"]
     for result in results:
         case = result["case"]
         told = next((line.strip("- ") for line in result["ui"].splitlines() if case.expected and case.expected in line),
                     result["ui"].splitlines()[0])
-        lines.append(f"{case.name:<36} {case.task:<16} {result['ui_seconds']:5.1f}s {result['cli_seconds']:5.1f}s  {told[:150]}")
+        lines.append(f"{case.name:<36} {case.strategy or case.task:<16} {result['ui_seconds']:5.1f}s {result['cli_seconds']:5.1f}s  {told[:150]}")
     errors = [r for r in results if r["case"].expected]
     tracebacks = sum("Traceback" in r["ui"] + r["cli"] + r["cli_stderr"] + r["save"] for r in results)
     tracebacks += server_log.err.count("Traceback") + server_log.out.count("Traceback")
