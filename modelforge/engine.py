@@ -17,12 +17,12 @@ from modelforge.errors import DatasetError, JobError
 from modelforge.inference import ModelHost
 from modelforge.providers import PROVIDERS
 from modelforge.runner import JobRunner
-from modelforge.settings import Settings
+from modelforge.settings import ASSETS_DIR, Settings
 from modelforge.strategies import STRATEGIES
 from modelforge.tasks import PREFERENCE_FIELDS
 from modelforge.training import resolve_dataset_source, resolve_init_from, runnable_strategy
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
+SAMPLES_DIR = ASSETS_DIR / "samples"
 
 
 @dataclass

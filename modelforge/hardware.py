@@ -18,9 +18,10 @@ from pathlib import Path
 import yaml
 
 from modelforge.errors import ConfigError
+from modelforge.settings import ASSETS_DIR
 from modelforge.tasks import TASKS
 
-RECOMMENDED_PATH = Path(__file__).resolve().parent.parent / "assets" / "recommended_models.yaml"
+RECOMMENDED_PATH = ASSETS_DIR / "recommended_models.yaml"
 
 # Profiles by the memory of the biggest GPU, in GB (GiB, as NVML reports it). The cut-offs are the cards' nominal
 # 8 GB and 24 GB; NVML reports a little less or more than the box says (an "8 GB" card shows 7.6-8.0), hence the

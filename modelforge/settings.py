@@ -8,6 +8,9 @@ from pathlib import Path
 
 SPACES_PERSISTENT_DIR = Path("/data")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The recommended models and the samples: the repository's assets/, linked into the package so that a wheel (and
+# `pip install .`) carries them as package data.
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 
 def default_home() -> Path:

@@ -1,8 +1,10 @@
 """The project's own files keep their promises: README commands, CI, Dockerfile, registries, a light web process."""
 
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,3 +55,28 @@ def test_ui_choices_are_the_registries_keys(engine):
 
     assert [name for name, _, _ in engine.providers()] == list(PROVIDERS)
     assert engine.strategies() == list(STRATEGIES)
+
+
+def test_the_wheel_carries_the_package_and_its_assets(tmp_path):
+    """`pip install .` installs what the app reads: every module and, as package data, the assets."""
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside the sources
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(".*", "tests", "bench", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+                    str(source)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("modelforge-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "installed")
+    modules = {path.relative_to(ROOT).as_posix() for path in (ROOT / "modelforge").rglob("*.py")}
+    assets = {"modelforge/" + path.relative_to(ROOT).as_posix() for path in (ROOT / "assets").rglob("*") if path.is_file()}
+    assert modules - names == set() and assets - names == set() and "modelforge/assets/samples/chat.jsonl" in assets
+    # Installed, away from this checkout, the package finds its assets through itself.
+    code = ("from modelforge.hardware import recommended_models; from modelforge.settings import ASSETS_DIR;"
+            "print(recommended_models('cpu-only', 'chat')[0]['id'], len(list((ASSETS_DIR / 'samples').iterdir())),"
+            "ASSETS_DIR)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "installed")})
+    assert result.returncode == 0, result.stderr
+    first, samples, folder = result.stdout.split()
+    assert first == "demo" and int(samples) == len(list((ROOT / "assets" / "samples").iterdir()))
+    assert folder == str(tmp_path / "installed" / "modelforge" / "assets")
