@@ -84,7 +84,9 @@ class PreferenceConfig(_Section):
 class JobConfig(_Section):
     name: str = Field(default_factory=lambda: datetime.now().strftime("run-%Y%m%d-%H%M%S"))
     task: TaskName = DEFAULT_TASK
-    model: str | None = Field(None, description="Hub id or local folder; None uses the built-in demo model.")
+    model: str | None = Field(
+        None, description="Hub id, local folder or GGUF file (converted once); None uses the built-in demo model."
+    )
     provider: ProviderName = "huggingface"
     strategy: StrategyName = "sft"
     init_from: str | None = Field(

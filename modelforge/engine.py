@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelforge import data, export, fit, hardware, hub, jobs
+from modelforge import data, export, fit, gguf, hardware, hub, jobs
 from modelforge.config import JobConfig, preset_overrides
 from modelforge.db import DatasetRecord, Job, database, init_database
 from modelforge.errors import DatasetError, JobError
@@ -47,6 +47,8 @@ class Engine:
         """Everything that can be known to be wrong before a worker starts, as one clear error."""
         strategy = runnable_strategy(config)
         resolve_init_from(config, self.settings)
+        if config.model:
+            gguf.gguf_file(config.model)  # a missing GGUF file, or a folder of several, is refused here
         for key, value in (("dataset", config.dataset), ("eval_dataset", config.eval_dataset)):
             source = resolve_dataset_source(value) if value else None
             if source is None or data.is_hub_id(source):

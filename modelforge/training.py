@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from modelforge import data, evaluation, jobs
+from modelforge import data, evaluation, gguf, jobs
 from modelforge.config import JobConfig
 from modelforge.db import DatasetRecord, Job
 from modelforge.demo_model import DEMO_MODEL_NAME
@@ -41,8 +41,10 @@ class TrainingRun:
 
 
 def resolve_model_path(config: JobConfig, settings: Settings) -> str:
+    """The folder or hub id the config's model loads from: a GGUF file's conversion, the demo model when empty."""
     if config.model:
-        return config.model
+        file = gguf.gguf_file(config.model)
+        return str(gguf.ensure_converted(file, settings.models_dir)) if file else config.model
     from modelforge.demo_model import demo_kind, ensure_demo_model
 
     return str(ensure_demo_model(settings.models_dir, demo_kind(config.task)))
@@ -167,7 +169,10 @@ def run_job(job: Job, settings: Settings) -> None:
     log.info("runtime: device=%s precision=%s gradient_checkpointing=%s", *vars(runtime).values())
     if strategy.quantization:
         config = config.model_copy(update={"quantization": strategy.quantization})
-    loaded = provider.load(config, runtime, resolve_model_path(config, settings))
+    model_path = resolve_model_path(config, settings)
+    if model_path != config.model and config.model:
+        log.info("model: %s is loaded from its conversion %s", config.model, model_path)
+    loaded = provider.load(config, runtime, model_path)
     _check_cancel(job.id)
 
     jobs.set_stage(job.id, "preparing data")
