@@ -33,6 +33,8 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _HUB_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
 _FORMAT_LIST = ", ".join(f".{name}" for name in data.FORMATS)
+# Private-use characters the template renderer puts around a `{% generation %}` part, removed from the text it returns.
+_GENERATION_START, _GENERATION_END = "\ue000", "\ue001"
 
 
 # -- uploads -----------------------------------------------------------------------------------------------------
@@ -195,14 +197,28 @@ class LightTokenizer:
             if task == "chat":
                 return "\n".join(f"{turn['role']}: {turn['content']}" for turn in messages)
             return f"{record['input']}\n{record['output']}"
+        return self.render_messages(messages)[0]
+
+    def render_messages(self, messages: list[dict], add_generation_prompt: bool = False) -> tuple[str, list[tuple[int, int]]]:
+        """The conversation through the chat template, and the (start, end) characters of each `{% generation %}`
+        part (the assistant's tokens that assistant-only loss trains)."""
         import jinja2
 
         try:
-            return _compile(self.chat_template).render(
-                messages=messages, add_generation_prompt=False, **self.special_tokens
+            marked = _compile(self.chat_template).render(
+                messages=messages, add_generation_prompt=add_generation_prompt, **self.special_tokens
             )
         except jinja2.TemplateError as exc:
             raise ModelLoadError(f"the chat template of {self.folder} failed on this row: {exc}") from None
+        text, spans, start = "", [], 0
+        for piece in re.split(f"([{_GENERATION_START}{_GENERATION_END}])", marked):
+            if piece == _GENERATION_START:
+                start = len(text)
+            elif piece == _GENERATION_END:
+                spans.append((start, len(text)))
+            else:
+                text += piece
+        return text, spans
 
 
 def resolve_model_folder(settings: Settings, model: str | Path | None = None) -> tuple[Path, str]:
@@ -353,7 +369,8 @@ def _compile(template: str):
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     class Generation(jinja2.ext.Extension):
-        """`{% generation %}...{% endgeneration %}` marks the assistant's tokens for training; the text is unchanged."""
+        """`{% generation %}...{% endgeneration %}` marks the assistant's tokens for training: the text is kept,
+        between two marker characters that render_messages turns into character spans."""
 
         tags = {"generation"}
 
@@ -363,7 +380,7 @@ def _compile(template: str):
             return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
 
         def _body(self, caller):
-            return caller()
+            return f"{_GENERATION_START}{caller()}{_GENERATION_END}"
 
     def raise_exception(message):
         raise jinja2.TemplateError(message)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelforge import data, export, fit, gguf, hardware, hub, jobs
+from modelforge import data, export, fit, gguf, hardware, hub, jobs, label_mask
 from modelforge.config import JobConfig, preset_overrides
 from modelforge.db import DatasetRecord, Job, database, init_database
 from modelforge.errors import DatasetError, JobError
@@ -56,6 +56,8 @@ class Engine:
             report = data.validate(source, config.task, config.columns or None, strategy.fields(config.task))
             if not report.ok:
                 raise DatasetError(report.summary() if key == "dataset" else f"eval_dataset: {report.summary()}")
+            if key == "dataset":
+                label_mask.check_job(config, report.records, self.settings)
 
     def submit(self, config: JobConfig) -> Job:
         self.check(config)

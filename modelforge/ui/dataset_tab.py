@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from modelforge import data, dataset_store
+from modelforge import data, dataset_store, label_mask
 from modelforge.errors import DatasetError, ModelForgeError
 from modelforge.strategies import STRATEGIES
 from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS, TASKS
@@ -102,18 +102,41 @@ def _stats_markdown(stats: dict, model: str, note: str, sampled_from: int | None
     return "\n\n".join(lines)
 
 
-def _look(settings, records: list[dict], task: str, model: str, max_length, file: str | None) -> tuple:
-    """(preview text, token statistics as markdown, histogram) of valid records, with the chosen model's tokenizer."""
+def _xray_updates(masks: list[label_mask.RowMask]) -> list:
+    """One HighlightedText per previewed row: its trained tokens marked, the masked ones plain."""
+    return [
+        gr.update(
+            visible=True, value=mask.highlighted(),
+            label=f"Row {number}: {sum(mask.trained)} of {len(mask.ids)} tokens trained",
+        )
+        if number <= len(masks) else gr.update(visible=False, value=None)
+        for number, mask in enumerate(masks + [None] * (PREVIEW_ROWS - len(masks)), start=1)
+    ]
+
+
+def _look(settings, records: list[dict], task: str, strategy, model: str, max_length, file: str | None) -> tuple:
+    """(preview text, token statistics as markdown, histogram, refusal or None, X-ray updates) of valid records, with
+    the chosen model's tokenizer. The refusal says why the SFT strategy would train nothing useful on them."""
     sample = records if len(records) <= STATS_SAMPLE else random.Random(0).sample(records, STATS_SAMPLE)
+    max_length = int(max_length or dataset_store.DEFAULT_MAX_LENGTH)
+    masks, refusal = [], None
     try:
         folder, note = dataset_store.resolve_model_folder(settings, model)
         rows = dataset_store.preview(records, task, folder, PREVIEW_ROWS)
-        numbers = dataset_store.token_stats(sample, task, folder, int(max_length or dataset_store.DEFAULT_MAX_LENGTH))
+        numbers = dataset_store.token_stats(sample, task, folder, max_length)
+        tokenizer = dataset_store.load_tokenizer(folder)
+        if label_mask.applies(strategy, task, tokenizer):
+            masks = label_mask.xray(tokenizer, records[:PREVIEW_ROWS], task, max_length)
+            try:
+                label_mask.check(tokenizer, sample, task, max_length)
+            except DatasetError as exc:
+                refusal = exc
     except ModelForgeError as exc:
-        return "", _failure(exc, file), None
+        return "", _failure(exc, file), None, None, _xray_updates([])
     shown = "\n\n".join(f"── row {number} ──\n{text}" for number, text in enumerate(rows, start=1))
     stats = _stats_markdown(numbers, folder.name, note, len(records) if sample is not records else None)
-    return shown, stats, dataset_store.token_histogram(numbers["lengths"], numbers["max_length"])
+    figure = dataset_store.token_histogram(numbers["lengths"], numbers["max_length"])
+    return shown, stats, figure, refusal, _xray_updates(masks)
 
 
 def build(engine) -> list:
@@ -169,6 +192,13 @@ def build(engine) -> list:
         with gr.Column():
             stats = gr.Markdown()
             histogram = gr.Plot(label="Token lengths")
+    with gr.Column():
+        gr.Markdown("**Label-mask X-ray**: the tokens the model is trained to write are marked; the rest is masked.")
+        xray_rows = [
+            gr.HighlightedText(visible=False, color_map={"trained": "#54a24b"}, show_legend=True,
+                               show_inline_category=False)
+            for _ in range(PREVIEW_ROWS)
+        ]
     with gr.Row():
         name = gr.Textbox(label="Dataset name", info=dataset_store.NAME_RULE)
         save_button = gr.Button("Save", interactive=False)
@@ -206,20 +236,25 @@ def build(engine) -> list:
     def validate(file, hub_id, task, strategy, model, max_length, *values):
         fields = fields_for(task, strategy)
         invalid = [gr.update(interactive=False), None]
+        hidden = _xray_updates([])
         try:
             source = _source(file, hub_id)
             result = data.validate(source, task, _mapping(fields, values) or None, fields)
         except ModelForgeError as exc:
-            return _failure(exc, file), "", "", None, *invalid, *[gr.skip()] * SLOTS
+            return _failure(exc, file), "", "", None, *invalid, *[gr.skip()] * SLOTS, *hidden
         mapping = [gr.update(value=result.columns.get(field)) for field in fields]
         mapping += [gr.skip()] * (SLOTS - len(fields))
-        shown, stats_text, figure = ("", "", None)
+        shown, stats_text, figure, refusal, xray = ("", "", None, None, hidden)
         if result.records:
-            shown, stats_text, figure = _look(settings, result.records, task, model, max_length, file)
+            shown, stats_text, figure, refusal, xray = _look(
+                settings, result.records, task, strategy, model, max_length, file
+            )
         if not result.ok:
-            return _report_markdown(result), shown, stats_text, figure, *invalid, *mapping
+            return _report_markdown(result), shown, stats_text, figure, *invalid, *mapping, *xray
+        if refusal is not None:
+            return _failure(refusal, file), shown, stats_text, figure, *invalid, *mapping, *xray
         key = {"source": source, "task": task, "fields": fields, "columns": result.columns}
-        return _report_markdown(result), shown, stats_text, figure, gr.update(interactive=True), key, *mapping
+        return _report_markdown(result), shown, stats_text, figure, gr.update(interactive=True), key, *mapping, *xray
 
     def save(name, file, hub_id, task, strategy, key, *values):
         fields = fields_for(task, strategy)
@@ -257,7 +292,8 @@ def build(engine) -> list:
         component.input(lambda: (gr.update(interactive=False), None), None, [save_button, validated], api_name=False)
     validate_button.click(
         validate, [file, hub_id, task, strategy, model, max_length, *slots],
-        [report, preview, stats, histogram, save_button, validated, *slots], api_name="dataset_validate", **in_order,
+        [report, preview, stats, histogram, save_button, validated, *slots, *xray_rows], api_name="dataset_validate",
+        **in_order,
     )
     save_button.click(
         save, [name, file, hub_id, task, strategy, validated, *slots], [saved, table, save_button, validated],
