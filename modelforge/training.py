@@ -170,6 +170,9 @@ def run_job(job: Job, settings: Settings) -> None:
     if strategy.quantization:
         config = config.model_copy(update={"quantization": strategy.quantization})
     model_path = resolve_model_path(config, settings)
+    from transformers import set_seed
+
+    set_seed(config.training.seed)  # weights the checkpoint lacks (a new span head) start the same in every run
     if model_path != config.model and config.model:
         log.info("model: %s is loaded from its conversion %s", config.model, model_path)
     loaded = provider.load(config, runtime, model_path)
