@@ -104,7 +104,17 @@ def cmd_validate(args) -> int:
 
 def cmd_resume(args) -> int:
     engine = _engine()
-    return _follow(engine, engine.runner.resume(args.job))
+    return _follow(engine, engine.runner.resume(args.job, args.num_processes))
+
+
+def cmd_join(args) -> int:
+    from modelforge.db import init_database
+    from modelforge.launch import join
+    from modelforge.settings import Settings
+
+    settings = Settings.from_env()
+    init_database(settings)
+    return join(args.job, settings, args.machine_rank)
 
 
 def cmd_cancel(args) -> int:
@@ -252,6 +262,7 @@ COMMANDS: dict[str, Callable] = {
     "show": cmd_show,
     "cancel": cmd_cancel,
     "resume": cmd_resume,
+    "join": cmd_join,
     "eval": cmd_eval,
     "demo-model": cmd_demo_model,
     "export": cmd_export,
@@ -279,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("job", type=int, help="job id (see `jobs`)")
+    commands.choices["resume"].add_argument(
+        "--num-processes", type=int, metavar="N", help="continue with N processes per machine (DDP jobs)"
+    )
+    join = commands.add_parser("join", help="run this machine's ranks of a multi-machine job started on machine 0")
+    join.add_argument("job", type=int, help="job id (see `jobs`, on the shared database)")
+    join.add_argument("--machine-rank", type=int, required=True, help="this machine's rank: 1 to num_machines - 1")
     evaluate = commands.add_parser("eval", help="score a completed job's model against its base (or a config's model)")
     evaluate.add_argument("target", help="job id, or a YAML config whose model is scored alone")
     evaluate.add_argument("--dataset", help="rows to score (file, saved dataset or hub id); default: the job's held-out rows")

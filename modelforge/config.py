@@ -23,6 +23,9 @@ Quantization = Literal["4bit", "8bit"]
 # The common preference losses of TRL's DPOConfig.loss_type (the rest need extra settings or are experimental).
 PreferenceLoss = Literal["sigmoid", "ipo", "hinge", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down"]
 RlAlgorithm = Literal["grpo", "rloo"]
+# How the processes of a distributed job share the model (accelerate's names; deepspeed-* is DeepSpeed's ZeRO stage).
+DistributedStrategy = Literal["auto", "ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
+SHARDING_STRATEGIES = ("fsdp", "deepspeed-zero3")  # weights themselves are split across the processes
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -81,6 +84,59 @@ class PreferenceConfig(_Section):
     )
 
 
+class DistributedConfig(_Section):
+    """More than one process, GPU or machine for one job; accelerate's names. Each process is one rank of torchrun."""
+
+    num_processes: int | Literal["auto"] = Field(
+        1, description="Processes on each machine, one per GPU (on a CPU-only machine: CPU processes); auto: one per "
+        "visible GPU."
+    )
+    strategy: DistributedStrategy = Field(
+        "auto", description="ddp: a full copy of the model per process; fsdp: weights, gradients and optimizer state "
+        "sharded; deepspeed-zero2: gradients and optimizer state sharded; deepspeed-zero3: everything sharded; "
+        "auto: ddp."
+    )
+    cpu_offload: bool = Field(
+        False, description="fsdp and deepspeed: keep the sharded parameters and optimizer state in CPU memory."
+    )
+    num_machines: int = Field(1, ge=1, description="Machines the job runs on, each with num_processes processes.")
+    machine_rank: int = Field(
+        0, ge=0, description="The machine that starts the job is 0; machine N joins it with "
+        "`python -m modelforge join JOB --machine-rank N`."
+    )
+    main_process_ip: str | None = Field(None, description="Address of machine 0 that the other machines reach.")
+    main_process_port: int = Field(29500, ge=1, le=65535, description="Port on machine 0 where the machines meet.")
+    gpu_ids: list[int] | None = Field(
+        None, description="GPUs this job may use on each machine (CUDA_VISIBLE_DEVICES), e.g. 0,1; null: all."
+    )
+
+    @field_validator("gpu_ids", mode="before")
+    @classmethod
+    def _gpu_ids_from_text(cls, value: Any) -> Any:
+        if isinstance(value, int):
+            return [value]
+        if isinstance(value, str):  # accelerate writes "0,1" (or "all")
+            if value.strip().lower() in ("", "all"):
+                return None
+            try:
+                return [int(part) for part in value.split(",")]
+            except ValueError:
+                raise ValueError(f"expected GPU numbers separated by commas, e.g. 0,1 (got {value!r})") from None
+        return value
+
+    @field_validator("num_processes")
+    @classmethod
+    def _check_processes(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or auto")
+        return value
+
+    @property
+    def is_distributed(self) -> bool:
+        """Whether the job runs as more than one rank (an `auto` count is only known on the machine)."""
+        return self.num_processes == "auto" or self.num_processes * self.num_machines > 1
+
+
 class JobConfig(_Section):
     name: str = Field(default_factory=lambda: datetime.now().strftime("run-%Y%m%d-%H%M%S"))
     task: TaskName = DEFAULT_TASK
@@ -103,6 +159,7 @@ class JobConfig(_Section):
     lora: LoraConfig | None = Field(default_factory=LoraConfig, description="null: full fine-tuning.")
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     @field_validator("name")
     @classmethod
@@ -147,6 +204,40 @@ class JobConfig(_Section):
             raise ValueError(
                 f"training.batch_size: rlhf compares preference.num_generations ({generations}) answers per prompt "
                 f"within a batch, so the batch size must be a multiple of it (got {self.training.batch_size})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_distributed(self) -> "JobConfig":
+        distributed = self.distributed
+        if distributed.machine_rank >= distributed.num_machines:
+            raise ValueError(
+                f"distributed.machine_rank: {distributed.machine_rank} is not below num_machines "
+                f"({distributed.num_machines})"
+            )
+        if distributed.num_machines > 1 and not distributed.main_process_ip:
+            raise ValueError(
+                "distributed.main_process_ip: a job on more than one machine needs the address of machine 0 that "
+                "the others reach, e.g. 10.0.0.1"
+            )
+        if distributed.gpu_ids is not None and distributed.num_processes not in ("auto", len(distributed.gpu_ids)):
+            raise ValueError(
+                f"distributed.gpu_ids: {len(distributed.gpu_ids)} GPUs given for {distributed.num_processes} "
+                "processes; give one GPU per process, or num_processes: auto"
+            )
+        if distributed.is_distributed and self.provider == "unsloth":
+            raise ValueError("distributed: the unsloth provider trains on one GPU; use the huggingface provider")
+        quantization = self.quantization or ("4bit" if self.strategy == "qlora" else None)
+        if quantization == "8bit" and distributed.strategy in SHARDING_STRATEGIES:
+            raise ValueError(
+                f"distributed.strategy: 8-bit weights cannot be sharded by {distributed.strategy}; use 4-bit "
+                "(the qlora strategy), or ddp / deepspeed-zero2, which keep whole weights on every GPU"
+            )
+        if quantization and distributed.strategy == "fsdp" and distributed.cpu_offload:
+            # bitsandbytes' 4-bit weights lose their quantization state when FSDP gathers them from the CPU to save.
+            raise ValueError(
+                "distributed.cpu_offload: a 4-bit (QLoRA) model sharded by FSDP cannot be saved from CPU offload; "
+                "turn cpu_offload off, or use deepspeed-zero3"
             )
         return self
 

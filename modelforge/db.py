@@ -135,7 +135,28 @@ class ModelArtifact(BaseModel):
         table_name = "model_artifacts"
 
 
-TABLES = (DatasetRecord, Job, MetricPoint, ModelArtifact)
+class JobRank(BaseModel):
+    """One process of a distributed job, written by that process: where it runs and how far it got."""
+
+    job = ForeignKeyField(Job, backref="ranks", on_delete="CASCADE")
+    rank = IntegerField()  # torchrun's global RANK
+    machine_rank = IntegerField()
+    world_size = IntegerField()
+    host = CharField()
+    pid = IntegerField()
+    device = CharField()
+    state = CharField()  # starting | training | completed | cancelled | failed
+    step = IntegerField(default=0)
+    weights_digest = CharField(null=True)  # sha256 of the trained weights at the end: equal on every rank
+    error = TextField(null=True)  # what this rank raised, if it failed
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "job_ranks"
+        indexes = ((("job", "rank"), True),)
+
+
+TABLES = (DatasetRecord, Job, MetricPoint, ModelArtifact, JobRank)
 
 
 def init_database(settings: Settings):

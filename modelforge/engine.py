@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelforge import data, export, fit, gguf, hardware, hub, jobs, label_mask
-from modelforge.config import JobConfig, preset_overrides
+from modelforge import data, distributed, export, fit, gguf, hardware, hub, jobs, label_mask
+from modelforge.config import DistributedConfig, JobConfig, preset_overrides
 from modelforge.db import DatasetRecord, Job, database, init_database
 from modelforge.errors import DatasetError, JobError
 from modelforge.inference import ModelHost
@@ -49,6 +49,9 @@ class Engine:
         resolve_init_from(config, self.settings)
         if config.model:
             gguf.gguf_file(config.model)  # a missing GGUF file, or a folder of several, is refused here
+        if config.distributed != DistributedConfig():
+            gpu_count = len(hardware.detect(self.settings.home).gpus)
+            distributed.check(config, gpu_count, self.settings.database_url)
         for key, value in (("dataset", config.dataset), ("eval_dataset", config.eval_dataset)):
             source = resolve_dataset_source(value) if value else None
             if source is None or data.is_hub_id(source):

@@ -1,5 +1,9 @@
 """A TrainerCallback that reports progress to the job store and stops training when the user cancels, or when the
-job store cannot be reached (with a checkpoint either way)."""
+job store cannot be reached (with a checkpoint either way).
+
+In a distributed job every rank runs it: rank 0 writes, and its decision to stop is broadcast so that every rank
+stops (and saves its part of the checkpoint) at the same step.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import time
 
 from transformers import TrainerCallback
 
-from modelforge import jobs
+from modelforge import jobs, ranks
 from modelforge.db import CONNECTION_ERRORS, unreachable
 from modelforge.errors import DatabaseError
 
@@ -44,6 +48,9 @@ class ProgressCallback(TrainerCallback):
         self._start_time = time.monotonic()
         self._start_step = state.global_step
         self._start_tokens = state.num_input_tokens_seen
+        ranks.record(self.job_id, "training", step=state.global_step)
+        if not state.is_world_process_zero:
+            return
         jobs.update(
             self.job_id,
             stage=self.stage,
@@ -52,9 +59,19 @@ class ProgressCallback(TrainerCallback):
         )
 
     def on_step_end(self, args, state, control, **kwargs):
+        stop = state.is_world_process_zero and (self._write_progress(state) or self.database_lost is not None)
+        if ranks.agree(stop):
+            # Save a checkpoint at this step so `resume` continues from here.
+            self.cancelled = self.database_lost is None
+            control.should_save = True
+            control.should_training_stop = True
+            ranks.record(self.job_id, "cancelled", step=state.global_step)
+
+    def _write_progress(self, state) -> bool:
+        """Write the step, rate and ETA at most every `interval` seconds; whether the user asked to cancel."""
         now = time.monotonic()
         if now - self._last_write < self.interval and state.global_step < state.max_steps:
-            return
+            return False
         self._last_write = now
         tokens_per_second, eta = self._rates(state)
         try:
@@ -65,23 +82,14 @@ class ProgressCallback(TrainerCallback):
                 tokens_per_second=tokens_per_second,
                 eta_seconds=eta,
             )
-            self.cancelled = jobs.cancel_requested(self.job_id)
+            return jobs.cancel_requested(self.job_id)
         except CONNECTION_ERRORS as exc:
-            self._stop_without_database(exc, control)
-        if self.cancelled:
-            # Save a checkpoint at this step so `resume` continues from here.
-            control.should_save = True
-            control.should_training_stop = True
-
-    def _stop_without_database(self, exc: Exception, control) -> None:
-        # Training on unseen would leave the job's record behind its files: stop with a checkpoint instead.
-        self.database_lost = unreachable(exc)
-        control.should_save = True
-        control.should_training_stop = True
+            self.database_lost = unreachable(exc)
+            return False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        if "loss" not in logs and "eval_loss" not in logs:
+        if not state.is_world_process_zero or ("loss" not in logs and "eval_loss" not in logs):
             return
         tokens_per_second, _ = self._rates(state)
         try:
@@ -95,4 +103,8 @@ class ProgressCallback(TrainerCallback):
                 tokens_per_second=tokens_per_second,
             )
         except CONNECTION_ERRORS as exc:
-            self._stop_without_database(exc, control)
+            # Training on unseen would leave the job's record behind its files: stop with a checkpoint instead (ranks
+            # of a distributed job at the next step's end, where they all hear of it).
+            self.database_lost = unreachable(exc)
+            if ranks.world_size() == 1:
+                control.should_save = control.should_training_stop = True

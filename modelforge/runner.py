@@ -120,15 +120,20 @@ class JobRunner:
             raise JobError(f"Job {job.id} is {job.status}; only queued or running jobs can be cancelled.")
         return jobs.get_job(job.id)
 
-    def resume(self, job_id: int) -> Job:
-        """Queue a cancelled, interrupted or failed job again; it continues from its last checkpoint."""
+    def resume(self, job_id: int, num_processes: int | None = None) -> Job:
+        """Queue a cancelled, interrupted or failed job again; it continues from its last checkpoint, with
+        `num_processes` processes per machine if given (the checkpoint of a DDP job loads into any number)."""
         job = jobs.get_job(job_id)
         if job.status not in RESUMABLE_STATUSES:
             raise JobError(
                 f"Job {job.id} is {job.status}; only {', '.join(RESUMABLE_STATUSES)} jobs can be resumed."
             )
+        config = JobConfig.from_json(job.config)
+        if num_processes is not None:
+            config = config.with_overrides([f"distributed.num_processes={num_processes}"])
         jobs.update(
             job.id,
+            config=config.to_json(),
             status="queued",
             stage="queued",
             resume=True,

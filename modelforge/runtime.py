@@ -12,6 +12,12 @@ class Runtime:
     device: str  # "cuda" or "cpu"
     precision: str  # fp32 | fp16 | bf16
     gradient_checkpointing: bool
+    device_index: int = 0  # this rank's GPU: torchrun's LOCAL_RANK among the visible ones (0 for one process)
+
+    @property
+    def device_map(self) -> dict[str, int] | str:
+        """Where from_pretrained puts the whole model: this rank's own GPU, or the CPU."""
+        return {"": self.device_index} if self.device == "cuda" else "cpu"
 
     @property
     def use_cpu(self) -> bool:
@@ -23,6 +29,10 @@ class Runtime:
 
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
 
+    @property
+    def device_label(self) -> str:
+        return f"cuda:{self.device_index}" if self.device == "cuda" else "cpu"
+
     def describe(self) -> str:
         """The hardware a job trained on, in words, for its record and model card."""
         import os
@@ -30,11 +40,13 @@ class Runtime:
         import torch
 
         if self.device == "cuda":
-            return f"{torch.cuda.get_device_name(0)} ({self.precision})"
+            return f"{torch.cuda.get_device_name(self.device_index)} ({self.precision})"
         return f"CPU ({os.cpu_count()} cores, {self.precision})"
 
 
 def resolve_runtime(config: JobConfig) -> Runtime:
+    import os
+
     import torch
 
     from modelforge.errors import ConfigError
@@ -54,4 +66,5 @@ def resolve_runtime(config: JobConfig) -> Runtime:
     elif precision == "bf16" and not torch.cuda.is_bf16_supported():
         raise ConfigError("training.precision: this GPU does not support bf16; use auto or fp16.")
     checkpointing = training.gradient_checkpointing
-    return Runtime("cuda", precision, True if checkpointing == "auto" else checkpointing)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    return Runtime("cuda", precision, True if checkpointing == "auto" else checkpointing, local_rank)

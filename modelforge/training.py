@@ -1,4 +1,8 @@
-"""One job, start to finish, inside the worker process: load, prepare data, train, evaluate, save."""
+"""One job, start to finish, inside the worker process: load, prepare data, train, evaluate, save.
+
+In a distributed job every rank runs all of it (the trainer and evaluation need each rank), and only rank 0 writes
+the job's stage, metrics, files and result.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from modelforge import data, evaluation, gguf, jobs
-from modelforge.config import JobConfig
+from modelforge import data, evaluation, gguf, jobs, ranks
+from modelforge.config import SHARDING_STRATEGIES, JobConfig
 from modelforge.db import DatasetRecord, Job
 from modelforge.demo_model import DEMO_MODEL_NAME
 from modelforge.errors import ConfigError, DatabaseError, JobCancelled, UnavailableError
@@ -147,7 +151,7 @@ def runnable_strategy(config: JobConfig):
 
 
 def _check_cancel(job_id: int) -> None:
-    if jobs.cancel_requested(job_id):
+    if ranks.agree(ranks.is_main() and jobs.cancel_requested(job_id)):
         raise JobCancelled("Cancelled before training started.")
 
 
@@ -163,10 +167,20 @@ def run_job(job: Job, settings: Settings) -> None:
     strategy = runnable_strategy(config)
     config = resolve_init_from(config, settings)
     provider = PROVIDERS[config.provider]
+    main = ranks.is_main()
 
-    jobs.set_stage(job.id, "loading model")
+    def set_stage(stage: str) -> None:
+        if main:
+            jobs.set_stage(job.id, stage)
+
+    set_stage("loading model")
     runtime = resolve_runtime(config)
-    log.info("runtime: device=%s precision=%s gradient_checkpointing=%s", *vars(runtime).values())
+    ranks.start(runtime.use_cpu)
+    ranks.record(job.id, "starting", device=runtime.device_label)
+    log.info(
+        "runtime: device=%s precision=%s gradient_checkpointing=%s", runtime.device, runtime.precision,
+        runtime.gradient_checkpointing,
+    )
     if strategy.quantization:
         config = config.model_copy(update={"quantization": strategy.quantization})
     model_path = resolve_model_path(config, settings)
@@ -178,7 +192,7 @@ def run_job(job: Job, settings: Settings) -> None:
     loaded = provider.load(config, runtime, model_path)
     _check_cancel(job.id)
 
-    jobs.set_stage(job.id, "preparing data")
+    set_stage("preparing data")
     def read(source: str) -> list[dict]:
         return data.load_records(
             resolve_dataset_source(source), config.task, config.columns or None, strategy.fields(config.task)
@@ -213,9 +227,10 @@ def run_job(job: Job, settings: Settings) -> None:
         base_predictions = evaluation.load_base_predictions(output_dir) if job.resume else None
         if base_predictions is None:
             # Scored before training, on the model about to be trained (a fresh LoRA adapter changes nothing yet).
-            jobs.set_stage(job.id, "evaluating base model")
+            set_stage("evaluating base model")
             base_predictions = evaluation.predict(trainer.model, loaded.tokenizer, config, eval_records)
-            evaluation.save_base_predictions(output_dir, base_predictions)
+            if main:
+                evaluation.save_base_predictions(output_dir, base_predictions)
         _check_cancel(job.id)
     checkpoint = last_checkpoint(output_dir) if job.resume else None
     if checkpoint:
@@ -228,10 +243,12 @@ def run_job(job: Job, settings: Settings) -> None:
             "resume continues from it."
         )
     if progress.cancelled:
+        ranks.record(job.id, "cancelled", step=steps)
         saved = last_checkpoint(output_dir)
-        jobs.finish(job.id, "cancelled", error=f"Cancelled at step {steps}; checkpoint {saved}.")
-        if saved:
-            jobs.add_artifact(job.id, "checkpoint", saved)
+        if main:
+            jobs.finish(job.id, "cancelled", error=f"Cancelled at step {steps}; checkpoint {saved}.")
+            if saved:
+                jobs.add_artifact(job.id, "checkpoint", saved)
         log.info("cancelled at step %d", steps)
         return
 
@@ -243,16 +260,23 @@ def run_job(job: Job, settings: Settings) -> None:
     }
     metrics["tokens_per_second"] = metrics["tokens"] / max(metrics["train_runtime"], 1e-9)
     metrics["hardware"] = runtime.describe()
+    if ranks.world_size() > 1:
+        metrics["world_size"] = ranks.world_size()
     if eval_records:
-        jobs.set_stage(job.id, "evaluating")
+        set_stage("evaluating")
         if eval_dataset is not None:
             metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
-            jobs.record_metrics(job.id, step=steps, eval_loss=metrics["eval_loss"])
+            if main:
+                jobs.record_metrics(job.id, step=steps, eval_loss=metrics["eval_loss"])
         tuned_predictions = evaluation.predict(trainer.model, loaded.tokenizer, config, eval_records)
         metrics["evaluation"] = evaluation.compare(config, eval_records, tuned_predictions, base_predictions, run.reward)
 
-    jobs.set_stage(job.id, "saving")
-    trainer.save_model(str(output_dir))
+    set_stage("saving")
+    trainer.save_model(str(output_dir))  # every rank: a sharded model is gathered to be saved
+    replicated = ranks.world_size() > 1 and config.distributed.strategy not in SHARDING_STRATEGIES
+    ranks.record(job.id, "completed", step=steps, weights_digest=ranks.weights_digest(trainer.model) if replicated else None)
+    if not main:
+        return
     loaded.tokenizer.save_pretrained(str(output_dir))
     resolved = config.model_copy(deep=True)
     resolved.output_dir = str(output_dir)

@@ -1,6 +1,8 @@
 """The worker process: `python -m modelforge.worker JOB_ID` runs one job and records how it ended.
 
-Its stdout and stderr are the job's log file (the runner opens it), never a pipe to a browser or a parent.
+Its stdout and stderr are the job's log file (the runner opens it), never a pipe to a browser or a parent. A
+distributed job's worker launches the job's ranks through torchrun (modelforge/launch.py), each of them this same
+module run as one rank.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import time
 import traceback
 
-from modelforge import jobs
+from modelforge import jobs, ranks
 from modelforge.config import JobConfig
 from modelforge.db import CONNECTION_ERRORS, init_database, unreachable
 from modelforge.errors import DatabaseError, JobCancelled, ModelForgeError
@@ -48,9 +50,17 @@ def main(argv: list[str]) -> int:
     if job.status != "running":  # e.g. judged lost while this worker was starting: never train unrecorded
         logging.error("job %d is %s, not running: nothing to do", job_id, job.status)
         return 1
-    jobs.update(job_id, worker_pid=os.getpid(), worker_host=socket.gethostname())
-    logging.info("worker %d starting job %d (%s)", os.getpid(), job_id, job.name)
+    if ranks.is_rank_process():
+        ranks.die_with_launcher()
+        logging.info("rank %d of %d (pid %d) starting job %d", ranks.rank(), ranks.world_size(), os.getpid(), job_id)
+    else:
+        jobs.update(job_id, worker_pid=os.getpid(), worker_host=socket.gethostname())
+        logging.info("worker %d starting job %d (%s)", os.getpid(), job_id, job.name)
     try:
+        if not ranks.is_rank_process() and JobConfig.from_json(job.config).distributed.is_distributed:
+            from modelforge.launch import run_ranks
+
+            return run_ranks(job, settings)
         if JobConfig.from_json(job.config).provider == "unsloth" and importlib.util.find_spec("unsloth"):
             import unsloth  # noqa: F401  it patches transformers, trl and peft: before anything imports them
         from modelforge.training import run_job
@@ -59,17 +69,18 @@ def main(argv: list[str]) -> int:
     except (DatabaseError, *CONNECTION_ERRORS) as exc:
         message = str(exc) if isinstance(exc, DatabaseError) else str(unreachable(exc))
         logging.error("%s", message)
-        return _record_interrupted_when_reachable(job_id, message)
+        return _record_interrupted_when_reachable(job_id, message) if ranks.is_main() else EXIT_DATABASE_UNREACHABLE
     except JobCancelled as exc:
-        jobs.finish(job_id, "cancelled", error=str(exc))
+        if ranks.is_main():
+            jobs.finish(job_id, "cancelled", error=str(exc))
         logging.info("%s", exc)
     except ModelForgeError as exc:
         logging.error("%s", exc)
-        jobs.finish(job_id, "failed", error=str(exc))
+        _fail(job_id, str(exc))
         return 1
     except MemoryError:
         logging.error("%s\n%s", OUT_OF_MEMORY_HINT, traceback.format_exc())
-        jobs.finish(job_id, "failed", error=OUT_OF_MEMORY_HINT)
+        _fail(job_id, OUT_OF_MEMORY_HINT)
         return 1
     except Exception as exc:  # the worker's top: record whatever went wrong
         logging.error("job failed:\n%s", traceback.format_exc())
@@ -80,7 +91,7 @@ def main(argv: list[str]) -> int:
             message = CPU_4BIT_HINT
         else:
             message = f"{type(exc).__name__}: {exc}"
-        jobs.finish(job_id, "failed", error=message)
+        _fail(job_id, message)
         return 1
     return 0
 
@@ -99,6 +110,15 @@ def _record_interrupted_when_reachable(job_id: int, message: str) -> int:
                 logging.error("the database is still unreachable; the runner records the job when it can")
                 return EXIT_DATABASE_UNREACHABLE
             time.sleep(1.0)
+
+
+def _fail(job_id: int, message: str) -> None:
+    """Record the job as failed. A rank records only its own failure: the launcher, which sees every rank end,
+    names the one that caused it (the others' errors are usually their peers going away)."""
+    if ranks.world_size() > 1:
+        ranks.record(job_id, "failed", error=message)
+    else:
+        jobs.finish(job_id, "failed", error=message)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ class HuggingFaceProvider:
                 token=token,
                 dtype=runtime.torch_dtype,
                 quantization_config=quantization_config(config.quantization, runtime, config.task),
-                device_map={"": 0} if runtime.device == "cuda" else "cpu",
+                device_map=runtime.device_map,
             )
         except (OSError, ValueError) as exc:
             raise ModelLoadError(describe_load_failure(config.model or model_path, exc)) from exc

@@ -29,7 +29,10 @@ def answer_ids(tokenizer, prompt: str | list[dict], answer: str | list[dict]) ->
 
 
 def trainer_arguments(run) -> dict:
-    """Keyword arguments for transformers' TrainingArguments (and TRL's configs, which extend it)."""
+    """Keyword arguments for transformers' TrainingArguments (and TRL's configs, which extend it), the distributed
+    strategy's (FSDP, DeepSpeed) included."""
+    from modelforge.distributed import trainer_options
+
     training = run.config.training
     has_eval = run.eval_dataset is not None and len(run.eval_dataset) > 0
     return dict(
@@ -59,6 +62,7 @@ def trainer_arguments(run) -> dict:
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        **trainer_options(run.config, run.runtime.use_cpu),
     )
 
 

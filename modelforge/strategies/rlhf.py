@@ -126,7 +126,7 @@ def _reward_model_base(run):
         token=hub_token(),
         dtype=run.runtime.torch_dtype,
         quantization_config=quantization_config(run.config.quantization, run.runtime, run.config.task),
-        device_map={"": 0} if run.runtime.device == "cuda" else "cpu",
+        device_map=run.runtime.device_map,
     )
     model.config.pad_token_id = run.tokenizer.pad_token_id  # the score is read at the last token before padding
     return model
