@@ -11,7 +11,7 @@ import importlib.util
 import os
 from typing import Any
 
-from modelforge.config import SHARDING_STRATEGIES, DistributedConfig, JobConfig
+from modelforge.config import DistributedConfig, JobConfig
 from modelforge.errors import ConfigError, UnavailableError
 
 DEEPSPEED_STAGES = {"deepspeed-zero2": 2, "deepspeed-zero3": 3}
@@ -89,10 +89,11 @@ def check(config: JobConfig, gpu_count: int, database_url: str | None) -> None:
             raise ConfigError(
                 f"distributed.strategy: {strategy} trains on NVIDIA GPUs and this machine has none; use ddp or fsdp."
             )
-    quantization = config.quantization or ("4bit" if config.strategy == "qlora" else None)
-    if quantization and strategy in SHARDING_STRATEGIES and not gpus:
+    if strategy == "fsdp" and not gpus:
+        # accelerate (1.16) enables FSDP for GPU process groups only: on CPU it would silently train as DDP.
         raise ConfigError(
-            f"distributed.strategy: sharding 4-bit weights ({strategy}) needs GPUs, and this machine has none; use ddp."
+            "distributed.strategy: fsdp shards the model across GPUs and this machine has none (accelerate runs "
+            "CPU processes as DDP only); use ddp."
         )
     if not distributed.is_distributed and strategy != "ddp":
         raise ConfigError(
@@ -110,11 +111,13 @@ def trainer_options(config: JobConfig, use_cpu: bool) -> dict[str, Any]:
         return {}
     options: dict[str, Any] = {"ddp_backend": "gloo"} if use_cpu else {}
     if strategy == "fsdp":
-        options["fsdp"] = "full_shard auto_wrap" + (" offload" if distributed.cpu_offload else "")
-        # Wrap each decoder layer (the model's _no_split_modules); a LoRA model mixes frozen and trainable weights in
-        # a layer, which FSDP only allows with the original parameters kept.
-        options["fsdp_config"] = {"auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "use_orig_params": True,
-                                  "cpu_ram_efficient_loading": False}
+        # FSDP2 (per-parameter sharding, so a LoRA layer may mix frozen and trainable weights), one unit per decoder
+        # layer (the model's _no_split_modules), whole weights gathered to save.
+        options["fsdp"] = True
+        options["fsdp_config"] = {
+            "version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "reshard_after_forward": True,
+            "cpu_offload": distributed.cpu_offload, "state_dict_type": "FULL_STATE_DICT",
+        }
     elif strategy in DEEPSPEED_STAGES:
         options["deepspeed"] = deepspeed_config(DEEPSPEED_STAGES[strategy], distributed.cpu_offload)
     return options

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from modelforge import data, distributed, export, fit, gguf, hardware, hub, jobs, label_mask
 from modelforge.config import DistributedConfig, JobConfig, preset_overrides
-from modelforge.db import DatasetRecord, Job, database, init_database
+from modelforge.db import DatasetRecord, Job, JobRank, database, init_database
+from modelforge.demo_model import DEMO_MODELS, demo_kind
 from modelforge.errors import DatasetError, JobError
 from modelforge.inference import ModelHost
 from modelforge.providers import PROVIDERS
@@ -76,6 +77,30 @@ class Engine:
             time.sleep(interval)
             job = jobs.get_job(job_id)
         return job
+
+    def fit_per_gpu(self, config: JobConfig) -> tuple[fit.FitEstimate, str]:
+        """The will-it-fit estimate for one GPU of the job, on this machine, and how the job splits its memory.
+
+        ConfigError when the model's shape cannot be read (a hub model outside the recommended list)."""
+        report = hardware.detect(self.settings.home)
+        gpus = len(report.gpus)
+        training = config.training
+        quantized = config.strategy == "qlora" or config.quantization == "4bit"
+        strategy = distributed.strategy_name(config.distributed)
+        processes = distributed.world_size(config.distributed, gpus)
+        setup = fit.FitSetup(
+            method="full" if config.lora is None else "qlora" if quantized else "lora",
+            precision=training.precision if training.precision != "auto" else ("bf16" if gpus else "fp32"),
+            batch_size=training.batch_size,
+            seq_length=training.max_length,
+            lora_rank=config.lora.r if config.lora else 1,
+            gradient_checkpointing=bool(gpus) if training.gradient_checkpointing == "auto" else training.gradient_checkpointing,
+            processes=processes,
+            sharding={"fsdp": "full", "deepspeed-zero3": "full", "deepspeed-zero2": "zero2"}.get(strategy, "none"),
+        )
+        model = config.model or DEMO_MODELS[demo_kind(config.task)]
+        estimate = fit.estimate(fit.resolve_model(model, models_dir=self.settings.models_dir), setup, report.to_dict()["memory_budget_gb"])
+        return estimate, fit.SHARDING[setup.sharding] if processes > 1 else "one process"
 
     def providers(self) -> list[tuple[str, bool, str]]:
         """(name, available, reason) for each registered provider."""
@@ -167,6 +192,12 @@ class Engine:
             "finished_at": job.finished_at,
             "metrics": job.final_metrics,
             "config": self.job_config(job),
+            "launch": distributed.describe_launch(self.job_config(job)),
+            "ranks": [
+                {"rank": r.rank, "machine": r.machine_rank, "host": r.host, "pid": r.pid, "device": r.device,
+                 "state": r.state, "step": r.step}
+                for r in JobRank.select().where(JobRank.job == job.id).order_by(JobRank.rank)
+            ],
             "points": [
                 {"step": p.step, "loss": p.loss, "eval_loss": p.eval_loss, "learning_rate": p.learning_rate}
                 for p in points

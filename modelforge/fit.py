@@ -16,6 +16,8 @@ trainable ones and p the bytes of the training precision (bf16/fp16: 2, fp32: 4)
   adapters' fp32 and autocast casts it back, so every adapter keeps its own copy of its input. Without checkpointing
   every layer keeps that; with it each layer keeps only its input (s·b·h·p) and one layer at a time is recomputed.
   The logits add s·b·vocab·(p + 8) bytes (the logits, their fp32 copy for the loss and its gradient).
+- Per GPU of a job of N processes: DDP keeps all of it on every GPU; ZeRO-2 splits the gradients and optimizer state
+  N ways; FSDP and ZeRO-3 split weights, adapters, gradients and optimizer state N ways. Activations stay per GPU.
 - Total = the sum + OVERHEAD (15 %: CUDA context, allocator fragmentation, temporary buffers).
 - Checked on an H100 (random 0.95B Llama, bf16 autocast, AdamW, batch 4 × 1024 tokens): measured peaks 20.9 GB
   (full), 17.8 (full, checkpointing), 9.6 (LoRA), 3.6 (LoRA, checkpointing); estimates 22.4, 18.3, 10.8, 4.4.
@@ -49,6 +51,11 @@ METHODS: dict[str, str] = {  # method -> label; full: every weight trains; lora:
     "qlora": "QLoRA (LoRA on a 4-bit base)",
 }
 PRECISION_BYTES: dict[str, int] = {"bf16": 2, "fp16": 2, "fp32": 4}
+SHARDING: dict[str, str] = {  # how a job of several processes splits its state -> label
+    "none": "a full copy on each GPU",
+    "zero2": "gradients and optimizer state split across the GPUs",
+    "full": "weights, gradients and optimizer state split across the GPUs",
+}
 FITS, TIGHT, NO_FIT = "fits", "tight", "does not fit"
 SEQ_LENGTHS = (8192, 4096, 2048, 1024, 512, 256, 128)
 
@@ -199,13 +206,17 @@ class FitSetup:
     seq_length: int = 512
     lora_rank: int = 16
     gradient_checkpointing: bool = True
+    processes: int = 1  # GPUs the job trains on together; the estimate is for one of them
+    sharding: str = "none"  # a key of SHARDING
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.sharding not in SHARDING:
+            raise ConfigError(f"sharding must be one of {', '.join(SHARDING)}, not {self.sharding!r}")
         if self.precision not in PRECISION_BYTES:
             raise ConfigError(f"precision must be one of {', '.join(PRECISION_BYTES)}, not {self.precision!r}")
-        for name in ("batch_size", "seq_length", "lora_rank"):
+        for name in ("batch_size", "seq_length", "lora_rank", "processes"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1")
 
@@ -287,7 +298,10 @@ def breakdown(shape: ModelShape, setup: FitSetup) -> dict[str, float]:
             weights = shape.params * p
         adapters = gradients = trainable * ADAPTER_BYTES
         optimizer = trainable * ADAM_BYTES
-    parts = {"weights": weights, "adapters": adapters, "gradients": gradients, "optimizer": optimizer,
+    split = setup.processes if setup.sharding != "none" else 1
+    if setup.sharding == "full":
+        weights, adapters = weights / split, adapters / split
+    parts = {"weights": weights, "adapters": adapters, "gradients": gradients / split, "optimizer": optimizer / split,
              "activations": activation_bytes(shape, setup)}
     subtotal = sum(parts.values())
     parts.update(overhead=subtotal * OVERHEAD, total=subtotal * (1 + OVERHEAD))

@@ -5,6 +5,8 @@ Two processes on two cores are slow, so each test reuses one launch for several 
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from modelforge.db import Job, JobRank, init_database
 from modelforge.errors import ConfigError, UnavailableError
 from modelforge.training import last_checkpoint
 from mapping_data import SAMPLE, write_jsonl
-from test_cli import _split_mapping_rows, run_cli, write
+from test_cli import ROOT, _split_mapping_rows, run_cli, write
 from test_runner import _poll_until
 
 def _is_modelforge_process(pid: int) -> bool:
@@ -61,7 +63,7 @@ def test_a_two_process_ddp_job_from_the_cli_learns_as_well_as_one_process(tmp_pa
     init_database(settings)
     one, two = Job.get(Job.name == "single"), Job.get(Job.name == "ddp")
     assert _ranks(one.id) == [] and "world_size" not in one.final_metrics
-    assert two.final_metrics["world_size"] == 2
+    assert (two.final_metrics["world_size"], two.final_metrics["strategy"]) == (2, "ddp")
     ranks = _ranks(two.id)
     assert [(r.rank, r.world_size, r.state, r.step) for r in ranks] == [(0, 2, "completed", 60), (1, 2, "completed", 60)]
     assert ranks[0].pid != ranks[1].pid and ranks[0].weights_digest == ranks[1].weights_digest is not None
@@ -133,7 +135,9 @@ def _config(**distributed_settings) -> JobConfig:
         ({"num_processes": 4}, 2, "distributed.num_processes: 4 processes need one GPU each and this machine has 2"),
         ({"num_processes": 2, "gpu_ids": [1, 2]}, 2, "distributed.gpu_ids: GPU 2 does not exist; this machine has GPUs 0-1"),
         ({"num_processes": 2, "strategy": "deepspeed-zero3"}, 0, "trains on NVIDIA GPUs and this machine has none"),
-        ({"num_processes": 2, "strategy": "fsdp"}, 0, None),  # FSDP runs on CPU over gloo
+        ({"num_processes": 2, "strategy": "fsdp"}, 0, "fsdp shards the model across GPUs and this machine has none"),
+        ({"num_processes": 2, "strategy": "fsdp"}, 2, None),
+        ({"num_processes": 2}, 0, None),  # DDP of CPU processes (gloo)
         ({"strategy": "fsdp"}, 2, "distributed.strategy: fsdp shares the model between processes"),
         ({"num_machines": 2, "main_process_ip": "10.0.0.1"}, 0, "needs a database that every machine reaches"),
     ],
@@ -156,8 +160,6 @@ def test_qlora_and_int8_combinations_the_libraries_do_not_support_are_refused():
     with pytest.raises(ConfigError, match="distributed.cpu_offload: a 4-bit .QLoRA. model sharded by FSDP"):
         JobConfig.parse({"dataset": "d.jsonl", "strategy": "qlora",
                          "distributed": {"num_processes": 2, "strategy": "fsdp", "cpu_offload": True}})
-    with pytest.raises(ConfigError, match="sharding 4-bit weights .fsdp. needs GPUs"):
-        distributed.check(JobConfig(dataset="d.jsonl", strategy="qlora", distributed={"num_processes": 2, "strategy": "fsdp"}), 0, None)
     with pytest.raises(ConfigError, match="distributed: the unsloth provider trains on one GPU"):
         JobConfig.parse({"dataset": "d.jsonl", "provider": "unsloth", "distributed": {"num_processes": 2}})
 
@@ -186,3 +188,50 @@ def test_auto_processes_follow_the_visible_gpus(monkeypatch):
     assert distributed.describe_launch(_config(num_machines=2, num_processes=8, main_process_ip="h", strategy="fsdp",
                                                cpu_offload=True)) == "2 machines × 8 processes (fsdp, CPU offload)"
     assert distributed.describe_launch(_config()) == "one process"
+
+
+def test_the_deepspeed_configs_are_the_zero_stages_that_accelerate_reads():
+    from accelerate.utils.deepspeed import HfDeepSpeedConfig
+
+    zero3 = distributed.trainer_options(_config(num_processes=8, strategy="deepspeed-zero3", cpu_offload=True), False)
+    parsed = HfDeepSpeedConfig(zero3["deepspeed"])
+    assert parsed.is_zero3() and parsed.is_offload()
+    assert parsed.get_value("zero_optimization.offload_param.device") == "cpu"
+    assert parsed.get_value("zero_optimization.stage3_gather_16bit_weights_on_model_save") is True  # whole weights saved
+    zero2 = HfDeepSpeedConfig(distributed.trainer_options(_config(num_processes=2, strategy="deepspeed-zero2"), False)["deepspeed"])
+    assert zero2.is_zero2() and not zero2.is_offload()
+    # The batch, accumulation, precision and clipping stay the job config's: the Trainer fills every "auto".
+    assert {zero2.get_value(key) for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                                             "gradient_clipping", "bf16.enabled")} == {"auto"}
+    assert distributed.trainer_options(_config(num_processes=2), True) == {"ddp_backend": "gloo"}
+    assert distributed.trainer_options(_config(), True) == {}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_job_on_two_machines_over_loopback_shares_one_postgresql_job_store(engine, settings, tmp_path):
+    from conftest import _free_port
+
+    config = JobConfig(
+        name="two-machines", dataset=str(SAMPLE), evaluation={"compare_base": False},
+        training=dict(max_steps=10, batch_size=4, learning_rate=3e-3, save_steps=1000, logging_steps=5, eval_split=0),
+        distributed={"num_machines": 2, "main_process_ip": "127.0.0.1", "main_process_port": _free_port()},
+    )
+    job = engine.submit(config)
+    engine.runner.poll()  # machine 0 starts the job and its rank 0, which waits for machine 1
+    assert jobs.get_job(job.id).status == "running"
+    # Machine 1: its own data folder, the same database, the documented command.
+    machine_1 = tmp_path / "machine-1"
+    machine_1.mkdir()
+    (machine_1 / "models").symlink_to(settings.models_dir.resolve(), target_is_directory=True)
+    env = {**os.environ, "MODELFORGE_HOME": str(machine_1), "PYTHONPATH": str(ROOT), "DATABASE_URL": settings.database_url}
+    joined = subprocess.run([sys.executable, "-m", "modelforge", "join", str(job.id), "--machine-rank", "1"],
+                            capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    job = engine.runner.wait(job.id)
+    assert job.status == "completed", job.error
+    assert job.final_metrics["world_size"] == 2
+    ranks = _ranks(job.id)
+    assert [(r.rank, r.machine_rank, r.world_size, r.state, r.step) for r in ranks] == [
+        (0, 0, 2, "completed", 10), (1, 1, 2, "completed", 10)]
+    assert ranks[0].weights_digest == ranks[1].weights_digest
+    assert "[rank1]:" in joined.stdout + joined.stderr  # machine 1's rank logs where it was joined

@@ -187,3 +187,18 @@ def test_resolve_model_by_id_count_or_both():
 )
 def test_model_params_from_the_recommended_list_or_the_name(model, params_b):
     assert fit.model_params_b(model) == params_b
+
+
+def test_a_gpu_of_a_sharded_job_holds_its_share_of_the_weights_and_optimizer_state():
+    shape, one = ModelShape.from_params(7), FitSetup(method="full", precision="bf16", batch_size=1, seq_length=512)
+    alone = estimate(shape, one)
+    ddp = estimate(shape, FitSetup(**{**one.__dict__, "processes": 8}))
+    zero2 = estimate(shape, FitSetup(**{**one.__dict__, "processes": 8, "sharding": "zero2"}))
+    full = estimate(shape, FitSetup(**{**one.__dict__, "processes": 8, "sharding": "full"}))
+    assert ddp.total_gb == pytest.approx(alone.total_gb)  # DDP: a full copy on every GPU
+    assert zero2.weights_gb == alone.weights_gb and zero2.optimizer_gb == pytest.approx(alone.optimizer_gb / 8)
+    assert full.weights_gb == pytest.approx(alone.weights_gb / 8) and full.gradients_gb == pytest.approx(alone.gradients_gb / 8)
+    assert full.activations_gb == alone.activations_gb
+    assert alone.total_gb > 100 > full.total_gb  # a 7B full fine-tune fits 8 GPUs of 80 GB only sharded
+    with pytest.raises(ConfigError, match="sharding must be one of none, zero2, full"):
+        FitSetup(sharding="zero9")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from modelforge.config import SHARDING_STRATEGIES
 from modelforge.errors import ModelLoadError
 
 
@@ -59,7 +60,9 @@ def restore_4bit_training_layout(model) -> None:
             module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(module.weight.data, state)
 
 
-def quantization_config(kind: str | None, runtime, task: str | None = None):
+def quantization_config(kind: str | None, runtime, task: str | None = None, sharded: bool = False):
+    """`sharded`: FSDP or ZeRO-3 will split the weights, which they only do for float storage (bitsandbytes packs
+    4-bit weights into the compute dtype for them)."""
     if kind is None:
         return None
     from transformers import BitsAndBytesConfig
@@ -74,6 +77,7 @@ def quantization_config(kind: str | None, runtime, task: str | None = None):
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=runtime.torch_dtype,
+        **({"bnb_4bit_quant_storage": runtime.torch_dtype} if sharded else {}),
         **skip,
     )
 
@@ -110,7 +114,9 @@ class HuggingFaceProvider:
                 model_path,
                 token=token,
                 dtype=runtime.torch_dtype,
-                quantization_config=quantization_config(config.quantization, runtime, config.task),
+                quantization_config=quantization_config(
+                    config.quantization, runtime, config.task, config.distributed.strategy in SHARDING_STRATEGIES
+                ),
                 device_map=runtime.device_map,
             )
         except (OSError, ValueError) as exc:

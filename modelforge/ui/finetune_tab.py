@@ -9,6 +9,8 @@ import gradio as gr
 from modelforge.config import (
     DEFAULT_PRESET,
     PRESETS,
+    DistributedConfig,
+    DistributedStrategy,
     EvaluationConfig,
     JobConfig,
     LoraConfig,
@@ -18,8 +20,10 @@ from modelforge.config import (
     TrainingConfig,
 )
 from modelforge.errors import ConfigError, ModelForgeError
+from modelforge.fit import format_gb
 from modelforge.tasks import DEFAULT_TASK, TASKS
 from modelforge.ui.evaluation_table import EXAMPLE_COLUMNS, evaluation_table, example_rows
+from modelforge.ui.ranks_table import ranks_markdown
 
 DEMO_MODEL = "built-in demo model"
 NO_JOB = "No job yet: choose a dataset and press **Start training**."
@@ -28,7 +32,7 @@ NO_JOB = "No job yet: choose a dataset and press **Start training**."
 def _advanced_fields(preset: dict[str, dict]) -> list[tuple[str, gr.components.Component]]:
     """The fields, showing the defaults with `preset`'s values (preset_overrides) on top."""
     t, lo = TrainingConfig(**preset["training"]), LoraConfig(**preset["lora"])
-    e, p = EvaluationConfig(), PreferenceConfig()
+    e, p, d = EvaluationConfig(), PreferenceConfig(), DistributedConfig()
     return [
         ("training.epochs", gr.Number(t.epochs, label="epochs", minimum=0.01)),
         ("training.max_steps", gr.Number(t.max_steps, label="max steps (-1: use epochs)", precision=0)),
@@ -64,6 +68,15 @@ def _advanced_fields(preset: dict[str, dict]) -> list[tuple[str, gr.components.C
         ("preference.num_generations", gr.Number(p.num_generations, label="rlhf: answers sampled per prompt", precision=0)),
         ("preference.max_completion_length", gr.Number(p.max_completion_length, label="rlhf: longest sampled answer (tokens)", precision=0)),
         ("preference.reward_model_steps", gr.Number(p.reward_model_steps, label="rlhf: reward model steps (-1: epochs)", precision=0)),
+        ("distributed.num_processes", gr.Dropdown(["1", "2", "4", "8", "auto"], value=str(d.num_processes), allow_custom_value=True,
+                                                  label="processes (GPUs) per machine; auto: one per GPU")),
+        ("distributed.strategy", gr.Dropdown(list(get_args(DistributedStrategy)), value=d.strategy,
+                                             label="multi-GPU strategy (auto: ddp)")),
+        ("distributed.cpu_offload", gr.Checkbox(d.cpu_offload, label="fsdp/deepspeed: offload to CPU memory")),
+        ("distributed.num_machines", gr.Number(d.num_machines, label="machines", precision=0, minimum=1)),
+        ("distributed.main_process_ip", gr.Textbox("", label="machine 0's address (more than one machine)")),
+        ("distributed.main_process_port", gr.Number(d.main_process_port, label="machine 0's port", precision=0)),
+        ("distributed.gpu_ids", gr.Textbox("", label="GPUs to use, e.g. 0,1 (empty: all)")),
     ]
 
 
@@ -109,6 +122,14 @@ def _preset_values(preset: dict[str, dict], keys: list[str]) -> list:
     return updates
 
 
+def fit_summary(estimate, split: str) -> str:
+    """One line: the memory one process of the job needs, against this machine's, and how the job splits it."""
+    processes = estimate.setup.processes
+    how = f"{processes} processes, {split}" if processes > 1 else split
+    budget = f" of {format_gb(estimate.budget_gb)}: **{estimate.verdict}**" if estimate.budget_gb else ""
+    return f"**Will it fit?** about {format_gb(estimate.total_gb)} per GPU ({how}){budget} (details: Hardware tab)"
+
+
 def _format_eta(seconds) -> str:
     if seconds is None:
         return "–"
@@ -132,6 +153,7 @@ def _status_markdown(view: dict) -> str:
         lines.append(f"> {view['error'].splitlines()[0]}")
     if view["status"] == "completed":
         lines.append(f"Saved to `{view['output_dir']}`")
+    lines.append(ranks_markdown(view))
     return "\n\n".join(lines)
 
 
@@ -177,6 +199,7 @@ def build(engine) -> list:
                 fields = _advanced_fields(engine.preset(DEFAULT_PRESET, None))
             keys = [key for key, _ in fields]
             components = [component for _, component in fields]
+            fit_note = gr.Markdown(elem_id="fit-per-gpu")
             with gr.Row():
                 start = gr.Button("Start training", variant="primary")
                 cancel = gr.Button("Cancel", variant="stop")
@@ -227,6 +250,14 @@ def build(engine) -> list:
             return gr.skip(), f"**Could not start:** {exc}"
         return job.id, f"Queued job #{job.id} ({job.name})."
 
+    def fit_per_gpu(dataset_value, task_value, model_value, provider_value, strategy_value, *values):
+        try:
+            config = config_from_form(dataset_value or "", task_value, model_value, provider_value, strategy_value, keys, list(values))
+            estimate, split = engine.fit_per_gpu(config)
+        except ModelForgeError as exc:
+            return f"**Will it fit?** {exc}"
+        return fit_summary(estimate, split)
+
     def act(action, current_id):
         if current_id is None:
             return "No job selected."
@@ -253,6 +284,9 @@ def build(engine) -> list:
         models = [DEMO_MODEL, *engine.model_choices(task_value)]
         return dataset_update(task_value, strategy_value), gr.update(choices=models)
 
+    form = [dataset, task, model, provider, strategy, *components]
+    gr.on([model.change, strategy.change, task.change, *(c.change for c in components)], fit_per_gpu, form, fit_note,
+          show_progress="hidden", api_name="fit_per_gpu")
     task.change(choices_update, [task, strategy], [dataset, model])
     strategy.change(dataset_update, [task, strategy], dataset)
     for component in (preset, model):
@@ -264,4 +298,4 @@ def build(engine) -> list:
     resume.click(lambda j: act(engine.runner.resume, j), job_id, message, api_name="resume_job")
     export.click(export_config, job_id, [config_file, cli], api_name="export_config")
     timer.tick(show, job_id, watch_outputs, show_progress="hidden", api_name="job_status")
-    return [(choices_update, [dataset, model], [task, strategy])]
+    return [(choices_update, [dataset, model], [task, strategy]), (fit_per_gpu, fit_note, form)]

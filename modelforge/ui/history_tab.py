@@ -6,8 +6,10 @@ import gradio as gr
 
 from modelforge.errors import ModelForgeError
 from modelforge.ui.evaluation_table import evaluation_table, scalar_metrics
+from modelforge.ui.ranks_table import ranks_markdown
 
-COLUMNS = ["id", "name", "status", "task", "strategy", "model", "dataset", "started", "duration", "final loss", "eval loss"]
+COLUMNS = ["id", "name", "status", "task", "strategy", "model", "dataset", "started", "duration", "final loss", "eval loss",
+           "launch"]
 
 
 def _duration(view: dict) -> str:
@@ -28,6 +30,7 @@ def _row(view: dict) -> list:
         config.dataset.rsplit("/", 1)[-1], str(view["started_at"] or "")[:19], _duration(view),
         round(metrics["train_loss"], 4) if "train_loss" in metrics else None,
         round(metrics["eval_loss"], 4) if "eval_loss" in metrics else None,
+        view["launch"],
     ]
 
 
@@ -61,6 +64,7 @@ def build(engine) -> list:
             curves += [{"step": p["step"], "loss": p["loss"], "job": _label(view)} for p in view["points"] if p["loss"] is not None]
         first = views[0]
         summary = f"**{_label(first)}** · {first['status']}" + (f"\n\n> {first['error']}" if first["error"] else "")
+        summary += "\n\n" + ranks_markdown(first)
         if first["metrics"]:
             summary += "\n\n" + scalar_metrics(first["metrics"])
         headers, rows = evaluation_table(views)

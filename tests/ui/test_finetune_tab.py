@@ -118,3 +118,37 @@ def test_preference_settings_and_the_starting_job_reach_the_config():
     assert config.init_from == "3" and config.preference.beta == 0.2 and config.preference.loss_type == "ipo"
     config = config_from_form("pairs.jsonl", "text-generation", DEMO_MODEL, "huggingface", "rlhf", keys, ["", 0.1, "sigmoid", "rloo"])
     assert config.init_from is None and config.preference.rl_algorithm == "rloo"
+
+
+def test_the_form_offers_processes_and_strategy_with_the_memory_of_one_gpu(app_client, engine, mapping_dataset):
+    from modelforge.db import Job, JobRank
+
+    parameters = app_client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/fit_per_gpu"]["parameters"]
+    names = {parameter["label"]: parameter["parameter_name"] for parameter in parameters}
+
+    def fit_line(processes: str, strategy: str) -> str:
+        return app_client.predict(
+            **{names["processes (GPUs) per machine; auto: one per GPU"]: processes,
+               names["multi-GPU strategy (auto: ddp)"]: strategy, names["LoRA (off: full fine-tuning)"]: False},
+            api_name="/fit_per_gpu",
+        )
+
+    def megabytes(line: str) -> float:
+        return float(re.search(r"about (\d+) MB per GPU", line).group(1))
+
+    one, ddp, fsdp = fit_line("1", "auto"), fit_line("2", "ddp"), fit_line("2", "fsdp")
+    assert "(one process)" in one and "(2 processes, a full copy on each GPU)" in ddp
+    assert "(2 processes, weights, gradients and optimizer state split across the GPUs)" in fsdp
+    assert megabytes(ddp) == megabytes(one) > megabytes(fsdp)
+
+    # History shows how each job was launched, and the machine and state of each rank of a distributed job.
+    config = JobConfig(name="two-ranks", dataset=str(mapping_dataset["train"]), distributed={"num_processes": 2})
+    job = Job.create(name="two-ranks", config=config.to_json(), status="completed", output_dir="/tmp/two-ranks")
+    for rank in (0, 1):
+        JobRank.create(job=job, rank=rank, machine_rank=0, world_size=2, host="node-a", pid=100 + rank, device="cpu",
+                       state="completed", step=60)
+    table, _ = app_client.predict(api_name="/history")
+    assert table["headers"][-1] == "launch" and table["data"][0][-1] == "2 processes (ddp)"
+    summary, *_ = app_client.predict(["#1 two-ranks"], api_name="/history_inspect")
+    assert "launched as: **2 processes (ddp)**" in summary
+    assert "| 1 | 0 | node-a | 101 | cpu | completed | 60 |" in summary
