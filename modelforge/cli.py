@@ -155,6 +155,11 @@ def cmd_show(args) -> int:
         ("finished", job.finished_at),
     ):
         print(f"  {label:<9} {value}")
+    view = engine.job_view(job.id)
+    print(f"  {'launch':<9} {view['launch']}")
+    for rank in view["ranks"]:
+        print(f"  rank {rank['rank']:<4} machine {rank['machine']} · {rank['host']} pid {rank['pid']} · {rank['device']} · "
+              f"{rank['state']} at step {rank['step']}")
     if job.error:
         print("  error    " + job.error.replace("\n", "\n           "))
     if job.final_metrics:

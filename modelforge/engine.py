@@ -94,12 +94,15 @@ class Engine:
             batch_size=training.batch_size,
             seq_length=training.max_length,
             lora_rank=config.lora.r if config.lora else 1,
-            gradient_checkpointing=bool(gpus) if training.gradient_checkpointing == "auto" else training.gradient_checkpointing,
+            gradient_checkpointing=(
+                bool(gpus) if training.gradient_checkpointing == "auto" else training.gradient_checkpointing
+            ),
             processes=processes,
             sharding={"fsdp": "full", "deepspeed-zero3": "full", "deepspeed-zero2": "zero2"}.get(strategy, "none"),
         )
         model = config.model or DEMO_MODELS[demo_kind(config.task)]
-        estimate = fit.estimate(fit.resolve_model(model, models_dir=self.settings.models_dir), setup, report.to_dict()["memory_budget_gb"])
+        shape = fit.resolve_model(model, models_dir=self.settings.models_dir)
+        estimate = fit.estimate(shape, setup, report.to_dict()["memory_budget_gb"])
         return estimate, fit.SHARDING[setup.sharding] if processes > 1 else "one process"
 
     def providers(self) -> list[tuple[str, bool, str]]:

@@ -61,7 +61,8 @@ def run_ranks(job: Job, settings: Settings, machine_rank: int = 0) -> int:
         jobs.set_stage(job.id, "starting ranks" if machines == 1 else f"waiting for {machines - 1} machine(s) to join")
     log_dir = Path(job.output_dir) / RANK_LOGS_DIR / f"machine-{machine_rank}"
     log_dir.mkdir(parents=True, exist_ok=True)
-    log.info("machine %d: %d of the job's ranks, %s", machine_rank, processes, distributed.describe_launch(config, gpu_count))
+    launch = distributed.describe_launch(config, gpu_count)
+    log.info("machine %d starts %d of the job's ranks (%s)", machine_rank, processes, launch)
     try:
         run(parse_args(torchrun_args(config, job.id, machine_rank, processes, log_dir)))
     except ChildFailedError as exc:
@@ -92,7 +93,9 @@ def _cause(job_id: int, exc):
     """The failed rank that brought the others down: one killed by a signal (torchrun stops the rest with SIGTERM),
     else the first to record an error of its own, else the first torchrun saw end."""
     failures = exc.failures
-    killed = {rank: failure for rank, failure in failures.items() if failure.exitcode < 0 and failure.exitcode != -signal.SIGTERM}
+    killed = {
+        rank: failure for rank, failure in failures.items() if failure.exitcode < 0 and failure.exitcode != -signal.SIGTERM
+    }
     if killed:
         return min(killed.items(), key=lambda item: item[1].timestamp)
     first_error = (
@@ -127,7 +130,9 @@ def join(job_id: int, settings: Settings, machine_rank: int, wait_seconds: float
     machines = JobConfig.from_json(job.config).distributed.num_machines
     if not 0 < machine_rank < machines:
         which = f"1 to {machines - 1}" if machines > 1 else "none: it runs on one machine"
-        raise ConfigError(f"--machine-rank {machine_rank}: job {job.id} runs on {machines} machines; the others are {which}.")
+        raise ConfigError(
+            f"--machine-rank {machine_rank}: job {job.id} runs on {machines} machines; the others are {which}."
+        )
     deadline = time.monotonic() + wait_seconds
     while job.status == "queued" and time.monotonic() < deadline:
         log.info("job %d is queued on machine 0; waiting for it to start", job.id)

@@ -262,7 +262,9 @@ def run_job(job: Job, settings: Settings) -> None:
     metrics["hardware"] = runtime.describe()
     if ranks.world_size() > 1:  # as the trainer ran it, not as configured
         metrics["world_size"] = ranks.world_size()
-        metrics["strategy"] = "fsdp" if trainer.is_fsdp_enabled else "deepspeed" if trainer.is_deepspeed_enabled else "ddp"
+        metrics["strategy"] = (
+            "fsdp" if trainer.is_fsdp_enabled else "deepspeed" if trainer.is_deepspeed_enabled else "ddp"
+        )
     if eval_records:
         set_stage("evaluating")
         if eval_dataset is not None:
@@ -275,7 +277,8 @@ def run_job(job: Job, settings: Settings) -> None:
     set_stage("saving")
     trainer.save_model(str(output_dir))  # every rank: a sharded model is gathered to be saved
     replicated = ranks.world_size() > 1 and config.distributed.strategy not in SHARDING_STRATEGIES
-    ranks.record(job.id, "completed", step=steps, weights_digest=ranks.weights_digest(trainer.model) if replicated else None)
+    digest = ranks.weights_digest(trainer.model) if replicated else None
+    ranks.record(job.id, "completed", step=steps, weights_digest=digest)
     if not main:
         return
     loaded.tokenizer.save_pretrained(str(output_dir))

@@ -72,6 +72,8 @@ def test_a_two_process_ddp_job_from_the_cli_learns_as_well_as_one_process(tmp_pa
     assert logged == list(range(5, 61, 5))
     log = jobs.log_path(two).read_text()
     assert "[rank0]:" in log and "[rank1]:" in log and "rank 1 of 2" in log
+    shown = run_cli("show", str(two.id), settings=settings).stdout
+    assert "launch    2 processes (ddp)" in shown and f"rank 1    machine 0 · {ranks[1].host} pid {ranks[1].pid}" in shown
 
     def exact_match(job):
         return job.final_metrics["evaluation"]["metrics"]["exact_match"]["tuned"]
@@ -83,7 +85,7 @@ def test_a_two_process_ddp_job_from_the_cli_learns_as_well_as_one_process(tmp_pa
 def test_cancel_kill_and_resume_of_a_two_process_job_in_the_apps_runner(engine):
     config = JobConfig(
         name="ranks", dataset=str(SAMPLE), evaluation={"compare_base": False},
-        training=dict(max_steps=100, batch_size=4, learning_rate=3e-3, save_steps=1000, logging_steps=1, eval_split=0),
+        training=dict(max_steps=40, batch_size=4, learning_rate=3e-3, save_steps=1000, logging_steps=1, eval_split=0),
         distributed={"num_processes": 2},
     )
     job = engine.submit(config)
@@ -111,7 +113,7 @@ def test_cancel_kill_and_resume_of_a_two_process_job_in_the_apps_runner(engine):
 
     # The runner's kill (a cancel that timed out) stops the launcher's process group; the ranks die with it.
     engine.runner.resume(job.id)
-    job = _poll_until(engine.runner, job.id, lambda j: len(_ranks(j.id)) == 2)
+    job = _poll_until(engine.runner, job.id, lambda j: [r.state for r in _ranks(j.id)] == ["training", "training"])
     engine.runner.kill(job, "was killed by the test")
     assert _left_behind(job) == []
 
@@ -119,10 +121,10 @@ def test_cancel_kill_and_resume_of_a_two_process_job_in_the_apps_runner(engine):
     engine.runner.resume(job.id, num_processes=1)
     job = engine.runner.wait(job.id)
     assert job.status == "completed", job.error
-    assert job.step == 100 and "world_size" not in job.final_metrics
+    assert job.step == 40 and "world_size" not in job.final_metrics
     assert f"resuming from {Path(job.output_dir) / f'checkpoint-{stopped_at}'}" in jobs.log_path(job).read_text()
     steps = [p.step for p in jobs.metric_points(job.id) if p.loss is not None]
-    assert steps[-1] == 100 and steps[:stopped_at] == list(range(1, stopped_at + 1))
+    assert steps[-1] == 40 and steps[:stopped_at] == list(range(1, stopped_at + 1))
 
 
 def _config(**distributed_settings) -> JobConfig:

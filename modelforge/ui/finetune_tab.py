@@ -252,7 +252,9 @@ def build(engine) -> list:
 
     def fit_per_gpu(dataset_value, task_value, model_value, provider_value, strategy_value, *values):
         try:
-            config = config_from_form(dataset_value or "", task_value, model_value, provider_value, strategy_value, keys, list(values))
+            config = config_from_form(
+                dataset_value or "", task_value, model_value, provider_value, strategy_value, keys, list(values)
+            )
             estimate, split = engine.fit_per_gpu(config)
         except ModelForgeError as exc:
             return f"**Will it fit?** {exc}"
