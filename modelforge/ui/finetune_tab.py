@@ -22,6 +22,7 @@ from modelforge.config import (
 from modelforge.errors import ConfigError, ModelForgeError
 from modelforge.fit import format_gb
 from modelforge.tasks import DEFAULT_TASK, TASKS
+from modelforge.ui.charts import colour_after, curve_frame
 from modelforge.ui.evaluation_table import EXAMPLE_COLUMNS, evaluation_table, example_rows
 from modelforge.ui.ranks_table import ranks_markdown
 
@@ -208,7 +209,7 @@ def build(engine) -> list:
         with gr.Column(scale=3):
             status = gr.Markdown(NO_JOB, elem_id="job-status")
             loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=260, elem_id="loss-chart")
-            lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=200)
+            lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=200, elem_id="lr-chart")
             evaluation = gr.Dataframe(
                 headers=["metric", "base", "tuned", "change"], interactive=False, elem_id="evaluation-table",
                 label="Before / after: base and tuned model on the same held-out rows",
@@ -224,18 +225,14 @@ def build(engine) -> list:
         if current_id is None:
             job = engine.current_job()
             current_id = job.id if job else None
-        if current_id is None:
-            view = None
-            losses, rates = [], []
-        else:
-            view = engine.job_view(current_id)
-            losses, rates = _curves(view)
+        view = engine.job_view(current_id) if current_id is not None else None
+        losses, rates = _curves(view) if view else ([], [])
         headers, rows = evaluation_table([view] if view else [])
         return (
             current_id,
             _status_markdown(view) if view else NO_JOB,
-            pd.DataFrame(losses, columns=["step", "value", "series"]),
-            pd.DataFrame(rates, columns=["step", "learning rate"]),
+            curve_frame(loss_plot, losses),
+            curve_frame(lr_plot, rates),
             pd.DataFrame(rows, columns=headers),
             pd.DataFrame(example_rows(view) if view else [], columns=EXAMPLE_COLUMNS),
         )
@@ -299,5 +296,5 @@ def build(engine) -> list:
     cancel.click(lambda j: act(engine.runner.cancel, j), job_id, message, api_name="cancel_job")
     resume.click(lambda j: act(engine.runner.resume, j), job_id, message, api_name="resume_job")
     export.click(export_config, job_id, [config_file, cli], api_name="export_config")
-    timer.tick(show, job_id, watch_outputs, show_progress="hidden", api_name="job_status")
+    colour_after(timer.tick(show, job_id, watch_outputs, show_progress="hidden", api_name="job_status"), loss_plot)
     return [(choices_update, [dataset, model], [task, strategy]), (fit_per_gpu, fit_note, form)]

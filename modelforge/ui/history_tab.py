@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from modelforge.errors import ModelForgeError
+from modelforge.ui.charts import colour_after, curve_frame
 from modelforge.ui.evaluation_table import evaluation_table, scalar_metrics
 from modelforge.ui.ranks_table import ranks_markdown
 
@@ -57,7 +58,7 @@ def build(engine) -> list:
         ids = _ids(labels)
         if not ids:
             empty = pd.DataFrame(columns=["metric"])
-            return "Select a job to see its config, log and curves.", "", "", pd.DataFrame(columns=["step", "loss", "job"]), empty
+            return "Select a job to see its config, log and curves.", "", "", curve_frame(compare, []), empty
         views = [engine.job_view(job_id) for job_id in ids]
         curves = []
         for view in views:
@@ -72,7 +73,7 @@ def build(engine) -> list:
             summary,
             first["config"].to_yaml(),
             engine.log_tail(ids[0], 40),
-            pd.DataFrame(curves, columns=["step", "loss", "job"]),
+            curve_frame(compare, curves),
             pd.DataFrame(rows, columns=headers),
         )
 
@@ -91,7 +92,7 @@ def build(engine) -> list:
         refresh_button = gr.Button("Refresh")
         selected = gr.Dropdown([], multiselect=True, label="Jobs to inspect or compare", scale=3)
     summary = gr.Markdown()
-    compare = gr.LinePlot(x="step", y="loss", color="job", title="Training loss", height=280)
+    compare = gr.LinePlot(x="step", y="loss", color="job", title="Training loss", height=280, elem_id="history-chart")
     evaluation = gr.Dataframe(
         interactive=False, elem_id="history-evaluation",
         label="Evaluation on held-out rows: base and tuned model of each selected job, side by side",
@@ -105,7 +106,10 @@ def build(engine) -> list:
     result = gr.Markdown()
 
     refresh_button.click(refresh, outputs=[table, selected], api_name="history")
-    selected.change(inspect, selected, [summary, config_view, log_view, compare, evaluation], api_name="history_inspect")
+    colour_after(
+        selected.change(inspect, selected, [summary, config_view, log_view, compare, evaluation], api_name="history_inspect"),
+        compare,
+    )
     delete_button.click(lambda: gr.update(visible=True), outputs=confirm_button)
     confirm_button.click(delete, selected, [result, confirm_button], api_name="history_delete").then(
         refresh, outputs=[table, selected]
