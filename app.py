@@ -36,9 +36,14 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: {exc}") from None
     engine.runner.start()
     app = build_app(engine)
+    # quiet: Gradio's own hints name launch(share=True), not this app's --share
     app.queue(default_concurrency_limit=8).launch(
-        server_name=args.host, server_port=args.port, share=args.share, auth=auth, root_path=args.root_path
+        server_name=args.host, server_port=args.port, share=args.share, auth=auth, root_path=args.root_path,
+        quiet=True, prevent_thread_lock=True,
     )
+    print(f"* ModelForge is running on {app.local_url}" + ("" if args.share else " (a public link: --share)"), flush=True)
+    engine.start_demo_build()  # after the page is served, so the start-up is not slowed
+    app.block_thread()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from peewee import IntegrityError
 from modelforge import data
 from modelforge.config import TrainingConfig
 from modelforge.db import DatasetRecord, database
-from modelforge.errors import ConfigError, DatasetError, ModelLoadError
+from modelforge.errors import ConfigError, DatasetError, ModelLoadError, NotReadyError
 from modelforge.settings import Settings
 
 MAX_UPLOAD_ENV = "MODELFORGE_MAX_UPLOAD_MB"
@@ -356,8 +356,12 @@ def _percentile(ordered: list[int], fraction: float) -> float:
 
 
 def _demo_folder(settings: Settings) -> Path:
-    from modelforge.demo_model import ensure_demo_model_in_subprocess
+    from modelforge.demo_model import build_state, ensure_demo_model_in_subprocess
 
+    state = build_state(settings.models_dir)
+    if state.building:  # the web app builds it in the background at its first start
+        raise NotReadyError(f"{state.describe()} The preview and token counts follow once it is ready: "
+                            "press Validate again then.")
     return ensure_demo_model_in_subprocess(settings.models_dir)
 
 

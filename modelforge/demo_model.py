@@ -22,9 +22,14 @@ import fcntl
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 # kind -> folder name; bump a version whenever that model's recipe below changes
@@ -124,28 +129,98 @@ def ensure_demo_model(models_dir: Path, kind: str = "causal") -> Path:
         if folder.is_dir():  # another process built it while this one waited for the lock
             return folder
         building = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=models_dir))
+        progress = _progress_path(models_dir, kind)
         try:
-            _build(building, kind)
+            _build(building, kind, lambda step, total: progress.write_text(f"{step} {total}"))
             building.chmod(0o755)  # mkdtemp made it private; the model is not
             os.rename(building, folder)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
+        finally:
+            progress.unlink(missing_ok=True)
     return folder
+
+
+@dataclass(frozen=True)
+class BuildState:
+    """Where a demo model's build stands, as any process can read it (the lock, the progress file, the log)."""
+
+    ready: bool
+    building: bool = False
+    step: int = 0
+    total: int = 0
+    error: str | None = None  # why the last background build failed
+
+    def describe(self) -> str:
+        if self.building:
+            done = f"{100 * self.step // self.total} % (step {self.step} of {self.total})" if self.total else "starting"
+            return f"The built-in demo model is being built (once, about a minute on 2 CPU cores): {done}."
+        if self.error:
+            return f"Building the built-in demo model failed: {self.error}"
+        return "The built-in demo model is ready." if self.ready else "The built-in demo model is built on first use."
+
+
+def build_state(models_dir: Path, kind: str = "causal") -> BuildState:
+    """Whether the `kind` demo model is ready, being built by some process (it holds the lock), or failed."""
+    name = DEMO_MODELS[kind]
+    if (models_dir / name).is_dir():
+        return BuildState(ready=True)
+    try:
+        with open(models_dir / f".{name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when closed: nobody was building
+    except BlockingIOError:
+        try:
+            step, total = map(int, _progress_path(models_dir, kind).read_text().split())
+        except (OSError, ValueError):  # not written yet, or being written
+            step, total = 0, 0
+        return BuildState(ready=False, building=True, step=step, total=total)
+    except FileNotFoundError:  # no models folder yet
+        return BuildState(ready=False)
+    log = _log_path(models_dir, kind)
+    lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+    return BuildState(ready=False, error=lines[-1] if lines else None)
+
+
+def start_background_build(models_dir: Path, kind: str = "causal") -> subprocess.Popen | None:
+    """Build the `kind` demo model in a child process at low priority, unless it is built or being built; the child
+    stops should this process end, and its output goes to a log that build_state reads on failure."""
+    state = build_state(models_dir, kind)
+    if state.ready or state.building:
+        return None
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with open(_log_path(models_dir, kind), "w") as log:
+        return subprocess.Popen([*_command(models_dir, kind), "--background"], env=_child_env(), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def ensure_demo_model_in_subprocess(models_dir: Path, kind: str = "causal") -> Path:
     """Like ensure_demo_model, for the web process: a build runs in a child process, so torch stays out of it."""
     folder = models_dir / DEMO_MODELS[kind]
     if not folder.is_dir():
-        env = {**os.environ}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "modelforge.demo_model", str(models_dir), kind]
-        subprocess.run(command, env=env, check=True, capture_output=True)
+        subprocess.run(_command(models_dir, kind), env=_child_env(), check=True, capture_output=True)
     return folder
 
 
-def _build(folder: Path, kind: str) -> None:
+def _command(models_dir: Path, kind: str) -> list[str]:
+    return [sys.executable, "-m", "modelforge.demo_model", str(models_dir), kind]
+
+
+def _child_env() -> dict[str, str]:
+    env = {**os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
+    return env
+
+
+def _progress_path(models_dir: Path, kind: str) -> Path:
+    return models_dir / f".{DEMO_MODELS[kind]}.progress"
+
+
+def _log_path(models_dir: Path, kind: str) -> Path:
+    return models_dir / f".{DEMO_MODELS[kind]}.log"
+
+
+def _build(folder: Path, kind: str, report: Callable[[int, int], None]) -> None:
     import torch
 
     # The matrices are tiny: a second thread saves ~15 % on an idle 2-core machine, but while other processes share
@@ -154,7 +229,7 @@ def _build(folder: Path, kind: str) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _BUILDERS[kind](folder)
+        _BUILDERS[kind](folder, report)
     finally:
         torch.set_num_threads(threads)
 
@@ -206,8 +281,9 @@ def _random_sentences(rng: random.Random) -> list[list[str]]:
     return [_random_words(rng, rng.randint(3, 7)) for _ in range(rng.randint(2, 3))]
 
 
-def _pretrain(model, steps: int, lr: float, batch) -> None:
-    """Train every weight for `steps` steps on `batch(step)`, a dict of model inputs with labels."""
+def _pretrain(model, steps: int, lr: float, batch, report: Callable[[int, int], None]) -> None:
+    """Train every weight for `steps` steps on `batch(step)`, a dict of model inputs with labels; `report(step,
+    steps)` every few steps."""
     import torch
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
@@ -220,6 +296,8 @@ def _pretrain(model, steps: int, lr: float, batch) -> None:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if step % 10 == 0:
+            report(step, steps)
     model.eval()
 
 
@@ -232,7 +310,7 @@ def _set_generation_tokens(model, tokenizer) -> None:
 # -- causal LM ----------------------------------------------------------------------------------------------------
 
 
-def _build_causal(folder: Path) -> None:
+def _build_causal(folder: Path, report: Callable[[int, int], None]) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -268,7 +346,7 @@ def _build_causal(folder: Path) -> None:
         labels = torch.tensor([labels + [-100] * (width - len(labels)) for _, labels in rows])
         return {"input_ids": input_ids, "attention_mask": (input_ids != tokenizer.pad_token_id).long(), "labels": labels}
 
-    _pretrain(model, _CAUSAL_STEPS, _CAUSAL_LR, batch)
+    _pretrain(model, _CAUSAL_STEPS, _CAUSAL_LR, batch, report)
     _set_generation_tokens(model, tokenizer)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -301,7 +379,7 @@ def _conversation_ids(tokenizer, exchanges: list[tuple[str, str]]) -> tuple[list
 # -- encoder-decoder ----------------------------------------------------------------------------------------------
 
 
-def _build_seq2seq(folder: Path) -> None:
+def _build_seq2seq(folder: Path, report: Callable[[int, int], None]) -> None:
     """A 2+2-layer encoder-decoder that copies its input.
 
     M2M100's architecture: pre-LayerNorm layers and fixed sinusoidal positions. Measured here, BART (post-LayerNorm,
@@ -354,7 +432,7 @@ def _build_seq2seq(folder: Path) -> None:
         labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
         return {**inputs, "labels": labels}
 
-    _pretrain(model, _SEQ2SEQ_STEPS, _SEQ2SEQ_LR, batch)
+    _pretrain(model, _SEQ2SEQ_STEPS, _SEQ2SEQ_LR, batch, report)
     _set_generation_tokens(model, tokenizer)
     model.generation_config.decoder_start_token_id = tokenizer.eos_token_id
     model.save_pretrained(folder)
@@ -369,7 +447,7 @@ def _random_document(rng: random.Random, longest: int) -> str:
 # -- encoder with a span head -------------------------------------------------------------------------------------
 
 
-def _build_qa(folder: Path) -> None:
+def _build_qa(folder: Path, report: Callable[[int, int], None]) -> None:
     """A 4-layer RoFormer encoder with a span head, pretrained on two generic span tasks (see _span_example).
 
     Rotary positions, and attention that starts as a lookup of similar tokens (each layer's key weights a copy of
@@ -424,7 +502,7 @@ def _build_qa(folder: Path) -> None:
         features = span_qa.features(tokenizer, [_span_example(rng) for _ in range(_PRETRAIN_BATCH)], _QA_MAX_LENGTH)
         return dict(tokenizer.pad(features, return_tensors="pt"))
 
-    _pretrain(model, _QA_STEPS, _QA_LR, batch)
+    _pretrain(model, _QA_STEPS, _QA_LR, batch, report)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
@@ -454,5 +532,23 @@ def _span_example(rng: random.Random) -> dict:
 _BUILDERS = {"causal": _build_causal, "seq2seq": _build_seq2seq, "qa": _build_qa}
 
 
-if __name__ == "__main__":  # python -m modelforge.demo_model MODELS_DIR [KIND]: what ensure_demo_model_in_subprocess runs
-    print(ensure_demo_model(Path(sys.argv[1]), *sys.argv[2:3]))
+def _stop_with_parent() -> None:
+    """For a background build: give way to the web process and stop when it ends (SIGTERM, kill -9 alike), so that
+    no orphan trains on; the build's cleanup removes its half-built folder, also when the SIGTERM reaches this
+    process too (a terminal's or a service manager's stop signals the whole process group)."""
+    os.nice(10)
+    parent = os.getppid()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # KeyboardInterrupt: the cleanup runs
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt in the main thread: ensure_demo_model cleans up
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+if __name__ == "__main__":  # python -m modelforge.demo_model MODELS_DIR KIND [--background]: see _command
+    if sys.argv[3:] == ["--background"]:
+        _stop_with_parent()
+    print(ensure_demo_model(Path(sys.argv[1]), sys.argv[2]))

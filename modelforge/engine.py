@@ -6,11 +6,12 @@ It stays light to import (no torch, transformers or trl): training happens in wo
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelforge import data, distributed, export, fit, gguf, hardware, hub, jobs, label_mask
+from modelforge import data, demo_model, distributed, export, fit, gguf, hardware, hub, jobs, label_mask
 from modelforge.config import DistributedConfig, JobConfig, preset_overrides
 from modelforge.db import DatasetRecord, Job, JobRank, database, init_database
 from modelforge.demo_model import DEMO_MODELS, demo_kind
@@ -20,7 +21,7 @@ from modelforge.providers import PROVIDERS
 from modelforge.runner import JobRunner
 from modelforge.settings import ASSETS_DIR, Settings
 from modelforge.strategies import STRATEGIES
-from modelforge.tasks import PREFERENCE_FIELDS
+from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS
 from modelforge.training import resolve_dataset_source, resolve_init_from, runnable_strategy
 
 SAMPLES_DIR = ASSETS_DIR / "samples"
@@ -31,6 +32,7 @@ class Engine:
     settings: Settings
     runner: JobRunner
     model_host: ModelHost = field(default_factory=ModelHost)  # the playground's one loaded model, shared by all users
+    demo_build: subprocess.Popen | None = None  # the web app's background build of the demo model
 
     @classmethod
     def from_env(cls, max_concurrent: int = 1) -> "Engine":
@@ -104,6 +106,15 @@ class Engine:
         shape = fit.resolve_model(model, models_dir=self.settings.models_dir)
         estimate = fit.estimate(shape, setup, report.to_dict()["memory_budget_gb"])
         return estimate, fit.SHARDING[setup.sharding] if processes > 1 else "one process"
+
+    def start_demo_build(self) -> None:
+        """Build the demo model that the default task trains in a child process, so that the first Validate and the
+        first job need not wait for it; the app calls this once it serves its page."""
+        self.demo_build = demo_model.start_background_build(self.settings.models_dir, demo_model.demo_kind(DEFAULT_TASK))
+
+    def demo_model_state(self, task: str = DEFAULT_TASK) -> demo_model.BuildState:
+        """Whether the demo model `task` trains is ready, being built (with its progress), or failed to build."""
+        return demo_model.build_state(self.settings.models_dir, demo_model.demo_kind(task))
 
     def providers(self) -> list[tuple[str, bool, str]]:
         """(name, available, reason) for each registered provider."""

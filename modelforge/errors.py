@@ -21,6 +21,10 @@ class UnavailableError(ModelForgeError):
     """A provider, strategy or feature cannot run on this machine."""
 
 
+class NotReadyError(ModelForgeError):
+    """Something being prepared in the background (the demo model's build) is not ready yet: try again shortly."""
+
+
 class JobError(ModelForgeError):
     """A job does not exist or cannot take the requested action in its current state."""
 

@@ -94,14 +94,14 @@ def test_the_pretrained_model_repeats_random_words_and_stops(demo):
 
 
 def test_a_second_call_returns_the_built_folder_without_building(demo_models_dir, monkeypatch):
-    monkeypatch.setattr(demo_model, "_build", lambda folder, kind: pytest.fail("rebuilt an existing demo model"))
+    monkeypatch.setattr(demo_model, "_build", lambda folder, kind, report: pytest.fail("rebuilt an existing demo model"))
     assert ensure_demo_model(demo_models_dir) == demo_models_dir / DEMO_MODEL_NAME
 
 
 def test_concurrent_calls_build_once_and_never_expose_a_partial_folder(tmp_path, monkeypatch):
     builds = []
 
-    def slow_build(folder: Path, kind: str) -> None:
+    def slow_build(folder: Path, kind: str, report) -> None:
         builds.append(folder)
         (folder / "config.json").write_text("{}")
         time.sleep(0.3)
@@ -120,7 +120,7 @@ def test_concurrent_calls_build_once_and_never_expose_a_partial_folder(tmp_path,
 
 
 def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
-    def failing_build(folder: Path, kind: str) -> None:
+    def failing_build(folder: Path, kind: str, report) -> None:
         (folder / "config.json").write_text("{}")
         raise RuntimeError("out of disk")
 
@@ -128,6 +128,42 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="out of disk"):
         ensure_demo_model(tmp_path)
     assert [path for path in tmp_path.iterdir() if path.is_dir()] == []
+
+
+def test_a_background_build_shows_its_progress_and_stops_with_the_web_process(tmp_path):
+    """The app's first start builds the demo model in a child; Validate meanwhile says so; should the web process
+    die (here kill -9 of a stand-in), the child stops and leaves no half-built folder."""
+    from modelforge import dataset_store
+    from modelforge.errors import NotReadyError
+    from modelforge.settings import Settings
+
+    settings = Settings(home=tmp_path)
+    code = ("import sys, time; from pathlib import Path; from modelforge.demo_model import start_background_build;"
+            "print(start_background_build(Path(sys.argv[1])).pid, flush=True); time.sleep(600)")
+    web = subprocess.Popen([sys.executable, "-c", code, str(settings.models_dir)], stdout=subprocess.PIPE, text=True,
+                           cwd=Path(__file__).resolve().parent.parent)
+    try:
+        child = int(web.stdout.readline())
+        deadline = time.monotonic() + 300
+        while not (state := demo_model.build_state(settings.models_dir)).building:  # the child takes the lock first
+            assert not state.error and time.monotonic() < deadline, state
+            time.sleep(0.1)
+        while (state := demo_model.build_state(settings.models_dir)).step < 20:
+            assert state.building and time.monotonic() < deadline, state
+            time.sleep(0.5)
+        assert state.total == 600 and "being built" in state.describe() and f"(step {state.step} of 600)" in state.describe()
+        with pytest.raises(NotReadyError, match=r"being built .*: \d+ % .*press Validate again"):
+            dataset_store.resolve_model_folder(settings, "")
+    finally:
+        web.kill()
+        web.wait()
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{child}").exists() and "zombie" not in Path(f"/proc/{child}/status").read_text():
+        assert time.monotonic() < deadline, "the build outlived the web process"
+        time.sleep(0.2)
+    state = demo_model.build_state(settings.models_dir)
+    assert not state.ready and not state.building
+    assert [path.name for path in settings.models_dir.iterdir() if path.is_dir()] == []
 
 
 # -- the encoder-decoder and the span-QA demo models ----------------------------------------------------------------

@@ -7,6 +7,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,7 +25,27 @@ def test_ci_runs_the_test_command_written_in_the_readme():
 
 def test_readme_app_command_installs_requirements_and_starts_app_py():
     command = _readme_command("Run the app")
-    assert "requirements.txt" in command and command.endswith("app.py")
+    assert ".venv/bin/python -m modelforge.install && " in command and command.endswith(".venv/bin/python app.py")
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_the_install_takes_the_cpu_torch_without_a_gpu_and_the_normal_one_with(tmp_path, gpu):
+    """What the README's app command installs, in a fresh environment (no torch yet), with or without a driver."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if gpu:  # a driver's nvidia-smi, as it answers with one GPU
+        (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)'\n")
+        (bin_dir / "nvidia-smi").chmod(0o755)
+    result = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-m", "modelforge.install", "--dry-run"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60, env={"PATH": str(bin_dir)})
+    assert result.returncode == 0, result.stderr
+    reason, *commands = result.stdout.strip().splitlines()
+    assert commands[-1] == f"$ pip install -r {ROOT / 'requirements.txt'}"
+    if gpu:
+        assert reason == "modelforge.install: an NVIDIA GPU: the normal (CUDA) build of torch" and len(commands) == 1
+    else:
+        assert reason.startswith("modelforge.install: no NVIDIA GPU") and commands[0].startswith("$ pip install torch==")
 
 
 def test_every_file_the_dockerfile_copies_exists():

@@ -20,6 +20,18 @@ TABS = (
 def build_app(engine) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nFine-tune a language model: dataset → hardware check → training → playground → Hub.")
+        demo_status = gr.Markdown(visible=False, elem_id="demo-model-status")
+        demo_timer = gr.Timer(2.0)
+
+        def show_demo_build():
+            """The demo model's build while it runs or after it failed; polling stops once the model is ready."""
+            state = engine.demo_model_state()
+            text = f"⏳ {state.describe()} The Dataset preview and a first job wait for it." if state.building else (
+                f"❌ {state.describe()}" if state.error else "")
+            return gr.Markdown(text, visible=bool(text)), gr.Timer(active=not state.ready)
+
+        app.load(show_demo_build, outputs=[demo_status, demo_timer], api_name="demo_model_status")
+        demo_timer.tick(show_demo_build, outputs=[demo_status, demo_timer], show_progress="hidden", api_name=False)
         with gr.Tabs():
             for label, module in TABS:
                 with gr.Tab(label, id=label.lower()) as tab:

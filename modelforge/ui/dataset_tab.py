@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from modelforge import data, dataset_store, label_mask
-from modelforge.errors import DatasetError, ModelForgeError
+from modelforge.errors import DatasetError, ModelForgeError, NotReadyError
 from modelforge.strategies import STRATEGIES
 from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS, TASKS
 
@@ -131,6 +131,8 @@ def _look(settings, records: list[dict], task: str, strategy, model: str, max_le
                 label_mask.check(tokenizer, sample, task, max_length)
             except DatasetError as exc:
                 refusal = exc
+    except NotReadyError as exc:
+        return "", f"⏳ {_escape(str(exc))}", None, None, _xray_updates([])
     except ModelForgeError as exc:
         return "", _failure(exc, file), None, None, _xray_updates([])
     shown = "\n\n".join(f"── row {number} ──\n{text}" for number, text in enumerate(rows, start=1))

@@ -245,7 +245,9 @@ def build(engine) -> list:
             job = engine.submit(within_runs(config, engine.settings))
         except ModelForgeError as exc:
             return gr.skip(), f"**Could not start:** {exc}"
-        return job.id, f"Queued job #{job.id} ({job.name})."
+        demo = engine.demo_model_state(config.task) if config.model is None else None
+        waiting = f" It trains once the demo model is built. {demo.describe()}" if demo and demo.building else ""
+        return job.id, f"Queued job #{job.id} ({job.name}).{waiting}"
 
     def fit_per_gpu(dataset_value, task_value, model_value, provider_value, strategy_value, *values):
         try:
