@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from modelforge import data, evaluation, gguf, jobs, ranks
+from modelforge import checkpoints, data, evaluation, gguf, jobs, ranks
 from modelforge.config import SHARDING_STRATEGIES, JobConfig
 from modelforge.db import DatasetRecord, Job
 from modelforge.demo_model import DEMO_MODEL_NAME
-from modelforge.errors import ConfigError, DatabaseError, JobCancelled, UnavailableError
+from modelforge.errors import ConfigError, DatabaseError, JobCancelled, JobError, UnavailableError
 from modelforge.runtime import Runtime, resolve_runtime
 from modelforge.settings import Settings
 
@@ -125,8 +124,7 @@ def split_records(records: list[dict], eval_split: float, seed: int) -> tuple[li
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
-    checkpoints = [p for p in output_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
-    return max(checkpoints, key=lambda p: int(p.name.split("-")[1]), default=None)
+    return next(iter(checkpoints.newest_first(output_dir)), None)
 
 
 def runnable_strategy(config: JobConfig):
@@ -164,10 +162,15 @@ def run_job(job: Job, settings: Settings) -> None:
     config = JobConfig.from_json(job.config)
     output_dir = Path(job.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    main = ranks.is_main()
+    checkpoint, set_aside = checkpoints.resumable(output_dir, set_aside=main) if job.resume else (None, [])
+    if set_aside and checkpoint is None:
+        raise JobError(
+            "No checkpoint to resume from is intact: " + "; ".join(set_aside) + ". Resume again to train from the start."
+        )
     strategy = runnable_strategy(config)
     config = resolve_init_from(config, settings)
     provider = PROVIDERS[config.provider]
-    main = ranks.is_main()
 
     def set_stage(stage: str) -> None:
         if main:
@@ -232,7 +235,6 @@ def run_job(job: Job, settings: Settings) -> None:
             if main:
                 evaluation.save_base_predictions(output_dir, base_predictions)
         _check_cancel(job.id)
-    checkpoint = last_checkpoint(output_dir) if job.resume else None
     if checkpoint:
         log.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -265,6 +267,9 @@ def run_job(job: Job, settings: Settings) -> None:
         metrics["strategy"] = (
             "fsdp" if trainer.is_fsdp_enabled else "deepspeed" if trainer.is_deepspeed_enabled else "ddp"
         )
+    if set_aside:
+        metrics["resumed_from"] = checkpoint.name
+        metrics["checkpoints_set_aside"] = set_aside
     if eval_records:
         set_stage("evaluating")
         if eval_dataset is not None:

@@ -14,8 +14,9 @@ import socket
 import sys
 import time
 import traceback
+from pathlib import Path
 
-from modelforge import jobs, ranks
+from modelforge import checkpoints, jobs, ranks
 from modelforge.config import JobConfig
 from modelforge.db import CONNECTION_ERRORS, init_database, unreachable
 from modelforge.errors import DatabaseError, JobCancelled, ModelForgeError
@@ -85,7 +86,9 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # the worker's top: record whatever went wrong
         logging.error("job failed:\n%s", traceback.format_exc())
         text = str(exc)
-        if "out of memory" in text.lower():
+        if checkpoints.is_disk_full(exc, Path(job.output_dir)):
+            message = checkpoints.disk_full_message(Path(job.output_dir))
+        elif "out of memory" in text.lower():
             message = OUT_OF_MEMORY_HINT
         elif "divisible by block_n" in text:
             message = CPU_4BIT_HINT

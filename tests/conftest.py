@@ -68,26 +68,17 @@ def pytest_generate_tests(metafunc):
 
 
 class PostgresServer:
-    """A throwaway server (tests/postgres.sh) that a test may also stop and start again."""
+    """A throwaway server (tests/postgres.sh); `run("stop")` and `run("start")` take it down and up again."""
 
     def __init__(self):
         self.folder = tempfile.mkdtemp(prefix="modelforge-postgres-")
-        self.url = self._run("start")
+        self.url = self.run("start")
 
-    def _run(self, action: str) -> str:
+    def run(self, action: str) -> str:
         result = subprocess.run(["bash", str(POSTGRES_SCRIPT), action, self.folder], capture_output=True, text=True)
         if result.returncode:
             raise RuntimeError(f"tests/postgres.sh {action} failed: {result.stderr.strip()}")
         return result.stdout.strip()
-
-    def stop(self) -> None:
-        self._run("stop")
-
-    def start(self) -> None:
-        self._run("start")
-
-    def remove(self) -> None:
-        self._run("remove")
 
 
 def start_postgres() -> PostgresServer:
@@ -104,7 +95,7 @@ def postgres_url():
         return
     server = start_postgres()
     yield server.url
-    server.remove()
+    server.run("remove")
 
 
 def create_database(server_url: str) -> str:
@@ -174,7 +165,7 @@ def engine(settings):
             engine.runner.kill(job, "was stopped at the end of the test")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -187,7 +178,7 @@ def app_url(engine):
 
     engine.runner.start(interval=0.5)
     app = build_app(engine)
-    port = _free_port()
+    port = free_port()
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     app.close()

@@ -1,12 +1,12 @@
 """The job store: where it lives, SQLite and PostgreSQL alike, and a clear error when it cannot be opened."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from modelforge.db import Job, database, init_database
 from modelforge.settings import Settings
@@ -50,12 +50,6 @@ def test_a_database_made_by_an_older_version_gains_the_new_columns(settings):
     assert [(job.name, job.supervisor) for job in Job.select()] == [("old", None)]  # the row it held is kept
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 BAD_URLS = [
     ("postgresql://postgres:s3cret@127.0.0.1:{port}/jobs",
      "Cannot open the database postgresql://postgres:***@127.0.0.1:{port}/jobs: connection to server"),
@@ -66,7 +60,7 @@ BAD_URLS = [
 
 @pytest.mark.parametrize("url, expected", BAD_URLS)
 def test_an_unreachable_or_malformed_database_url_is_one_clear_error_in_the_cli(url, expected, settings, monkeypatch):
-    port = _closed_port()
+    port = free_port()
     monkeypatch.setenv("DATABASE_URL", url.format(port=port))
     result = subprocess.run([sys.executable, "-m", "modelforge", "jobs"], capture_output=True, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
@@ -77,11 +71,11 @@ def test_an_unreachable_or_malformed_database_url_is_one_clear_error_in_the_cli(
 
 
 def test_the_app_and_the_worker_refuse_an_unreachable_database_without_a_traceback(settings, monkeypatch):
-    port = _closed_port()
+    port = free_port()
     monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{port}/jobs")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     expected = f"Cannot open the database postgresql://postgres@127.0.0.1:{port}/jobs"
-    app = subprocess.run([sys.executable, "app.py", "--port", str(_closed_port())], capture_output=True, text=True,
+    app = subprocess.run([sys.executable, "app.py", "--port", str(free_port())], capture_output=True, text=True,
                          cwd=ROOT, env=env, timeout=300)
     assert app.returncode == 1 and expected in app.stderr and "Traceback" not in app.stderr
     worker = subprocess.run([sys.executable, "-m", "modelforge.worker", "1"], capture_output=True, text=True, cwd=ROOT,
