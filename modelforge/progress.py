@@ -75,17 +75,15 @@ class ProgressCallback(TrainerCallback):
         self._last_write = now
         tokens_per_second, eta = self._rates(state)
         try:
-            jobs.update(
-                self.job_id,
-                step=self.step_offset + state.global_step,
-                epoch=state.epoch,
-                tokens_per_second=tokens_per_second,
-                eta_seconds=eta,
-            )
+            jobs.update(self.job_id, **self._position(state), tokens_per_second=tokens_per_second, eta_seconds=eta)
             return jobs.cancel_requested(self.job_id)
         except CONNECTION_ERRORS as exc:
             self.database_lost = unreachable(exc)
             return False
+
+    def _position(self, state) -> dict:
+        """The job's step (across stages) and epoch."""
+        return {"step": self.step_offset + state.global_step, "epoch": state.epoch}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -95,8 +93,7 @@ class ProgressCallback(TrainerCallback):
         try:
             jobs.record_metrics(
                 self.job_id,
-                step=self.step_offset + state.global_step,
-                epoch=state.epoch,
+                **self._position(state),
                 loss=logs.get("loss"),
                 eval_loss=logs.get("eval_loss"),
                 learning_rate=logs.get("learning_rate"),
