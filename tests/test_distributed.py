@@ -28,7 +28,7 @@ def _is_modelforge_process(pid: int) -> bool:
         return False
 
 
-def _left_behind(job: Job, timeout: float = 15) -> list[int]:
+def _left_behind(job: Job, timeout: float = 60) -> list[int]:
     """The job's worker and rank processes still alive after `timeout` seconds (a job ends before its processes)."""
     pids = [job.worker_pid, *(rank.pid for rank in _ranks(job.id))]
     deadline = time.monotonic() + timeout
@@ -51,12 +51,12 @@ def test_a_two_process_ddp_job_from_the_cli_learns_as_well_as_one_process(tmp_pa
         training=dict(max_steps=60, batch_size=16, learning_rate=3e-3, save_steps=1000, logging_steps=5),
     )
     config = write(tmp_path / "mapping.yaml", mapping.to_yaml())
-    single = run_cli("train", str(config), "--set", "name=single", settings=settings)
+    single = run_cli("train", str(config), "--set", "name=single", settings=settings, timeout=900)
     assert single.returncode == 0, single.stderr[-3000:]
     # The same global batch: 2 ranks of 8 rows.
     ddp = run_cli(
         "train", str(config), "--set", "name=ddp", "--set", "distributed.num_processes=2",
-        "--set", "training.batch_size=8", settings=settings,
+        "--set", "training.batch_size=8", settings=settings, timeout=900,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
@@ -89,7 +89,7 @@ def test_cancel_kill_and_resume_of_a_two_process_job_in_the_apps_runner(engine):
         distributed={"num_processes": 2},
     )
     job = engine.submit(config)
-    job = _poll_until(engine.runner, job.id, lambda j: j.stage == "training" and j.step >= 3)
+    job = _poll_until(engine.runner, job.id, lambda j: j.stage == "training" and j.step >= 3, timeout=600)
 
     # Cancel: rank 0 reads it, every rank stops at the same step, and the checkpoint is saved.
     job = engine.cancel(job.id, wait=True)
@@ -101,7 +101,7 @@ def test_cancel_kill_and_resume_of_a_two_process_job_in_the_apps_runner(engine):
 
     # A rank killed with SIGKILL fails the job, naming it, and takes the other rank down with it.
     engine.runner.resume(job.id)
-    _poll_until(engine.runner, job.id, lambda j: j.step > stopped_at and len(_ranks(j.id)) == 2)
+    _poll_until(engine.runner, job.id, lambda j: j.step > stopped_at and len(_ranks(j.id)) == 2, timeout=600)
     victim = _ranks(job.id)[1]
     os.kill(victim.pid, signal.SIGKILL)
     job = engine.runner.wait(job.id)
@@ -113,7 +113,9 @@ def test_cancel_kill_and_resume_of_a_two_process_job_in_the_apps_runner(engine):
 
     # The runner's kill (a cancel that timed out) stops the launcher's process group; the ranks die with it.
     engine.runner.resume(job.id)
-    job = _poll_until(engine.runner, job.id, lambda j: [r.state for r in _ranks(j.id)] == ["training", "training"])
+    job = _poll_until(
+        engine.runner, job.id, lambda j: [r.state for r in _ranks(j.id)] == ["training", "training"], timeout=600
+    )
     engine.runner.kill(job, "was killed by the test")
     assert _left_behind(job) == []
 
