@@ -30,6 +30,12 @@ def visible_gpus(gpu_count: int) -> int:
     return len([part for part in visible.split(",") if part.strip() and part.strip() != "-1"])
 
 
+def restrict_gpus(distributed: DistributedConfig) -> None:
+    """gpu_ids as CUDA_VISIBLE_DEVICES for this process and the ranks it starts (before anything initialises CUDA)."""
+    if distributed.gpu_ids is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in distributed.gpu_ids)
+
+
 def processes_per_machine(distributed: DistributedConfig, gpu_count: int) -> int:
     """`auto` is one process per usable GPU (one on a CPU-only machine)."""
     if distributed.num_processes != "auto":

@@ -50,8 +50,7 @@ def run_ranks(job: Job, settings: Settings, machine_rank: int = 0) -> int:
     config = JobConfig.from_json(job.config)
     gpu_count = len(hardware.detect(settings.home).gpus)
     distributed.check(config, gpu_count, settings.database_url)
-    if config.distributed.gpu_ids is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in config.distributed.gpu_ids)
+    distributed.restrict_gpus(config.distributed)
     processes = distributed.processes_per_machine(config.distributed, gpu_count)
     os.environ["MODELFORGE_LAUNCHER_PID"] = str(os.getpid())
     os.environ["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = "[rank${rank}]:"

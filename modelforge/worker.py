@@ -18,6 +18,7 @@ from pathlib import Path
 
 from modelforge import checkpoints, jobs, ranks
 from modelforge.config import JobConfig
+from modelforge.distributed import restrict_gpus
 from modelforge.db import CONNECTION_ERRORS, init_database, unreachable
 from modelforge.errors import DatabaseError, JobCancelled, ModelForgeError
 from modelforge.settings import Settings
@@ -62,6 +63,7 @@ def main(argv: list[str]) -> int:
             from modelforge.launch import run_ranks
 
             return run_ranks(job, settings)
+        restrict_gpus(JobConfig.from_json(job.config).distributed)
         if JobConfig.from_json(job.config).provider == "unsloth" and importlib.util.find_spec("unsloth"):
             import unsloth  # noqa: F401  it patches transformers, trl and peft: before anything imports them
         from modelforge.training import run_job

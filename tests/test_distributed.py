@@ -194,6 +194,16 @@ def test_auto_processes_follow_the_visible_gpus(monkeypatch):
     assert distributed.describe_launch(_config()) == "one process"
 
 
+def test_gpu_ids_become_the_visible_devices_of_the_job(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    distributed.restrict_gpus(_config(gpu_ids="1").distributed)  # one process on GPU 1
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    distributed.restrict_gpus(_config(num_processes=2, gpu_ids=[2, 3]).distributed)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+    distributed.restrict_gpus(_config().distributed)  # null: left as it is
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+
+
 def test_the_deepspeed_configs_are_the_zero_stages_that_accelerate_reads():
     from accelerate.utils.deepspeed import HfDeepSpeedConfig
 
