@@ -17,7 +17,7 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from modelforge import data
+from modelforge import data, prompts
 from modelforge.config import TrainingConfig
 from modelforge.db import DatasetRecord, database
 from modelforge.errors import ConfigError, DatasetError, ModelLoadError, NotReadyError
@@ -178,26 +178,25 @@ class LightTokenizer:
     backend: Any  # tokenizers.Tokenizer
     chat_template: str | None
     special_tokens: dict[str, str]  # bos_token, eos_token, ...: the names chat templates use
+    encoder_decoder: bool = False  # reads the input alone and learns to write the output
 
     def render(self, record: dict[str, Any], task: str) -> str:
-        """A canonical record as the text the model trains on."""
+        """A canonical record as the text the model trains on (modelforge.prompts), special tokens included."""
         if "chosen" in record:  # a preference pair, whatever the task: shown as its prompt and chosen answer
             record, task = {"input": record["prompt"], "output": record["chosen"]}, "text-generation"
-        if task == "extractive-qa":
-            answer = record["answer"]
-            return (
-                f"context: {record['context']}\nquestion: {record['question']}\n"
-                f"answer: {answer['text']} (characters {answer['start']}-{answer['start'] + len(answer['text'])})"
+        if task == "extractive-qa":  # the question and the context, as the tokenizer pairs them for the span head
+            return self.backend.decode(self.encode([record], task)[0], skip_special_tokens=False)
+        if self.encoder_decoder:  # the encoder's input, then the target the decoder learns
+            source, target = (
+                self.backend.decode(self.backend.encode(record[key]).ids, skip_special_tokens=False)
+                for key in ("input", "output")
             )
-        messages = record["messages"] if task == "chat" else [
-            {"role": "user", "content": record["input"]},
-            {"role": "assistant", "content": record["output"]},
-        ]
-        if self.chat_template is None:  # as the SFT strategy does without a template: prompt, newline, answer
-            if task == "chat":
-                return "\n".join(f"{turn['role']}: {turn['content']}" for turn in messages)
-            return f"{record['input']}\n{record['output']}"
-        return self.render_messages(messages)[0]
+            return f"{source}\n→ {target}"
+        if self.chat_template is None:
+            if task == "chat":  # no format to train on without a template: the turns, for reading
+                return "\n".join(f"{turn['role']}: {turn['content']}" for turn in record["messages"])
+            return prompts.plain_prompt(record["input"]) + record["output"] + self.special_tokens.get("eos_token", "")
+        return self.render_messages(prompts.conversation(record, task))[0]
 
     def render_messages(self, messages: list[dict], add_generation_prompt: bool = False) -> tuple[str, list[tuple[int, int]]]:
         """The conversation through the chat template, and the (start, end) characters of each `{% generation %}`
@@ -220,14 +219,27 @@ class LightTokenizer:
                 text += piece
         return text, spans
 
+    def encode(self, records: list[dict[str, Any]], task: str) -> list[list[int]]:
+        """The token ids of each rendered record."""
+        if task == "extractive-qa":
+            encodings = self.backend.encode_batch([prompts.span_pair(record) for record in records])
+        elif self.encoder_decoder:  # the encoder's input: the longer side of a summary pair
+            encodings = self.backend.encode_batch([record["input"] for record in records])
+        else:  # a chat template writes its special tokens into the text; plain text gets the tokenizer's own
+            texts = [self.render(record, task) for record in records]
+            encodings = self.backend.encode_batch(texts, add_special_tokens=self.chat_template is None)
+        return [encoding.ids for encoding in encodings]
 
-def resolve_model_folder(settings: Settings, model: str | Path | None = None) -> tuple[Path, str]:
-    """(folder holding tokenizer.json, note for the user): the demo model when `model` is empty, a local folder,
+
+def resolve_model_folder(
+    settings: Settings, model: str | Path | None = None, task: str = "text-generation"
+) -> tuple[Path, str]:
+    """(folder holding tokenizer.json, note for the user): the task's demo model when `model` is empty, a local folder,
     or a Hub model's cached or downloaded tokenizer files; the demo model, with a note saying so, when a Hub model
     cannot be had."""
     model = str(model or "").strip()
     if not model or model == DEMO_MODEL:
-        return _demo_folder(settings), ""
+        return _demo_folder(settings, task), ""
     if Path(model).expanduser().exists():
         folder = Path(model).expanduser()
         if not (folder / "tokenizer.json").is_file():
@@ -246,7 +258,7 @@ def resolve_model_folder(settings: Settings, model: str | Path | None = None) ->
             f"The tokenizer of {model} is not available offline or from the Hub ({reason}); "
             "the preview and token counts use the demo model's tokenizer instead."
         )
-        return _demo_folder(settings), note
+        return _demo_folder(settings, task), note
     try:
         hf_hub_download(model, "chat_template.jinja")
     except Exception:  # most models keep their template in tokenizer_config.json
@@ -288,7 +300,8 @@ def _load_tokenizer(folder: Path, changed: int) -> LightTokenizer:
     for key, value in {**special_map, **config}.items():
         if key.endswith("_token") and isinstance(value, (str, dict)):
             special[key] = value["content"] if isinstance(value, dict) else value
-    return LightTokenizer(folder, backend, template or None, special)
+    encoder_decoder = bool(_read_json(folder / "config.json").get("is_encoder_decoder"))
+    return LightTokenizer(folder, backend, template or None, special, encoder_decoder)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -306,13 +319,9 @@ def token_stats(
 ) -> dict[str, Any]:
     """Token lengths of the rendered records: count, min, mean, median, p95, max, and rows over `max_length`
     (which training truncates); `lengths` holds every row's length, for token_histogram.
-
-    Special tokens are added only when no chat template put them into the text already.
     """
     tokenizer = load_tokenizer(model_folder)
-    texts = [tokenizer.render(record, task) for record in records]
-    encodings = tokenizer.backend.encode_batch(texts, add_special_tokens=tokenizer.chat_template is None)
-    lengths = [len(encoding.ids) for encoding in encodings]
+    lengths = [len(ids) for ids in tokenizer.encode(records, task)]
     ordered = sorted(lengths)
     count = len(ordered)
     return {
@@ -355,14 +364,15 @@ def _percentile(ordered: list[int], fraction: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def _demo_folder(settings: Settings) -> Path:
-    from modelforge.demo_model import build_state, ensure_demo_model_in_subprocess
+def _demo_folder(settings: Settings, task: str) -> Path:
+    from modelforge.demo_model import build_state, demo_kind, ensure_demo_model_in_subprocess
 
-    state = build_state(settings.models_dir)
+    kind = demo_kind(task)
+    state = build_state(settings.models_dir, kind)
     if state.building:  # the web app builds it in the background at its first start
         raise NotReadyError(f"{state.describe()} The preview and token counts follow once it is ready: "
                             "press Validate again then.")
-    return ensure_demo_model_in_subprocess(settings.models_dir)
+    return ensure_demo_model_in_subprocess(settings.models_dir, kind)
 
 
 @lru_cache(maxsize=16)

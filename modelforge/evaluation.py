@@ -142,27 +142,18 @@ def _text(value: Any) -> str:
     return value[-1]["content"] if isinstance(value, list) else value
 
 
-def causal_prompts(records: list[dict], task: str, tokenizer) -> list[str]:
-    """Each row's prompt as text, in the format training uses (the chat template when the model has one)."""
-    from modelforge.strategies.common import as_turns
-    from modelforge.strategies.sft import to_sft_rows
+def causal_prompts(records: list[dict], task: str, tokenizer) -> list[list[int]]:
+    """Each row's prompt as the token ids training puts before its answer."""
+    from modelforge import prompts
 
-    if "prompt" in records[0]:  # preference rows: the prompt alone
-        prompts = [as_turns(tokenizer, _text(record["prompt"]), "")[0] for record in records]
-    else:
-        prompts = [row["messages"][:-1] if "messages" in row else row["prompt"] for row in to_sft_rows(records, task, tokenizer)]
-    return [
-        tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False) if isinstance(prompt, list) else prompt
-        for prompt in prompts
-    ]
+    return [prompts.prompt_ids(tokenizer, prompts.record_prompt(record, task, tokenizer)) for record in records]
 
 
 def completion_loss(model, tokenizer, config: JobConfig, records: list[dict]) -> float:
     """Mean cross-entropy of the reference answers' tokens given their prompts, the way training computes its loss."""
     import torch
 
-    from modelforge.strategies.common import answer_ids
-    from modelforge.strategies.sft import to_sft_rows
+    from modelforge import prompts
 
     limit = config.training.max_length
     encoder_decoder = model.config.is_encoder_decoder
@@ -176,9 +167,8 @@ def completion_loss(model, tokenizer, config: JobConfig, records: list[dict]) ->
         ]
     else:
         pairs = [
-            answer_ids(tokenizer, row["messages"][:-1], row["messages"][-1:]) if "messages" in row
-            else answer_ids(tokenizer, row["prompt"], row["completion"])
-            for row in to_sft_rows(records, config.task, tokenizer)
+            prompts.answer_ids(tokenizer, *prompts.split_row(prompts.sft_row(record, config.task, tokenizer)))
+            for record in records
         ]
     total, count = 0.0, 0
     for prompt_ids, reference_ids in pairs:

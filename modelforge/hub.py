@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from modelforge import data, export, jobs
+from modelforge import data, export, jobs, prompts
 from modelforge.config import JobConfig
 from modelforge.errors import ModelForgeError
 from modelforge.providers.huggingface import hub_token
@@ -431,7 +431,8 @@ def usage_snippet(repo_id: str, family: str, adapter: bool, has_chat_template: b
             "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, "
             'return_tensors="pt", return_dict=True)'
             if has_chat_template
-            else 'inputs = tokenizer("Hello", return_tensors="pt")'
+            # without a chat template the model was trained on plain text: the prompt, then a newline
+            else f'inputs = tokenizer({prompts.plain_prompt("Hello")!r}, return_tensors="pt")'
         )
         lines += [
             prompt,

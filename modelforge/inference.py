@@ -301,15 +301,15 @@ class ModelHost:
 
 
 def encode_prompt(tokenizer, messages: list[dict[str, str]], model_config):
-    """Token ids of the conversation, ending where the assistant's answer starts."""
+    """Token ids of the conversation, ending where the assistant's answer starts, as the model was trained."""
+    from transformers import BatchEncoding
+
+    from modelforge import prompts
+
     if model_config.is_encoder_decoder:  # e.g. a summarizer: the document is the whole input
         return tokenizer(messages[-1]["content"] if messages else "", return_tensors="pt", truncation=True)
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-    # A base model without a chat template continues the last message as plain text.
-    return tokenizer(messages[-1]["content"] if messages else "", return_tensors="pt")
+    ids = prompts.prompt_ids(tokenizer, prompts.conversation_prompt(tokenizer, messages))
+    return BatchEncoding({"input_ids": [ids], "attention_mask": [[1] * len(ids)]}, tensor_type="pt")
 
 
 def load_model(source: ModelSource):

@@ -24,7 +24,8 @@ from modelforge.demo_model import DEMO_MODELS, demo_kind
 from modelforge.errors import DatasetError
 from modelforge.strategies import STRATEGIES, sft
 from modelforge.settings import Settings
-from modelforge.strategies.sft import GENERATION_MARK, to_sft_rows
+from modelforge.prompts import GENERATION_MARK
+from modelforge.strategies.sft import to_sft_rows
 
 CHECK_SAMPLE = 2000
 # Tasks whose rows the SFT strategy trains as prompt and answer on a causal model; extractive QA trains a span head.
@@ -60,8 +61,7 @@ def applies(strategy: str | None, task: str, tokenizer: LightTokenizer) -> bool:
     task on a model that is not an encoder-decoder."""
     if (strategy is not None and STRATEGIES[strategy].prepare_rows is not sft.prepare_rows) or task not in CAUSAL_TASKS:
         return False
-    config = tokenizer.folder / "config.json"
-    return not (config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("is_encoder_decoder"))
+    return not tokenizer.encoder_decoder
 
 
 def xray(tokenizer: LightTokenizer, records: list[dict[str, Any]], task: str, max_length: int) -> list[RowMask]:

@@ -78,27 +78,26 @@ def evaluating(model):
 
 
 def generate_reply(model, tokenizer, conversation: str | list[dict[str, str]], max_new_tokens: int = 32) -> str:
-    """A chat model's greedy answer to one user message, or to a list of messages ending with a user turn."""
+    """A causal LM's greedy answer to one user message, or to a list of messages ending with a user turn, asked as
+    training asked it (modelforge.prompts)."""
+    from modelforge import prompts
+
     messages = [{"role": "user", "content": conversation}] if isinstance(conversation, str) else conversation
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return generate_texts(model, tokenizer, [prompt], max_new_tokens)[0]
+    asked = prompts.prompt_ids(tokenizer, prompts.conversation_prompt(tokenizer, messages))
+    return generate_texts(model, tokenizer, [asked], max_new_tokens)[0]
 
 
-def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
-    """Greedy continuations of each prompt (text, special tokens included), in left-padded batches."""
+def generate_texts(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int) -> list[str]:
+    """Greedy continuations of each prompt (token ids, from modelforge.prompts), in left-padded batches."""
     import torch
 
-    templated = bool(tokenizer.chat_template)
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     texts = []
     try:
-        for start in range(0, len(prompts), GENERATION_BATCH):
-            batch = tokenizer(
-                prompts[start : start + GENERATION_BATCH],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=not templated,  # a chat template already wrote the special tokens
+        for start in range(0, len(prompt_ids), GENERATION_BATCH):
+            batch = tokenizer.pad(
+                {"input_ids": prompt_ids[start : start + GENERATION_BATCH]}, return_tensors="pt"
             ).to(model.device)
             with torch.no_grad():
                 output = model.generate(

@@ -170,7 +170,7 @@ def test_preview_applies_the_demo_chat_template_exactly_as_transformers(demo_mod
     assert len(rows) == 2
 
 
-def test_preview_of_chat_and_extractive_qa(demo_model_path, demo_tokenizer):
+def test_preview_of_chat_and_extractive_qa(demo_model_path, demo_tokenizer, demo_qa_path):
     messages = [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "hi"},
@@ -180,8 +180,17 @@ def test_preview_of_chat_and_extractive_qa(demo_model_path, demo_tokenizer):
     assert chat == "<s><|system|>be brief<|user|>hi<|assistant|>hello</s>"
     assert chat == demo_tokenizer.apply_chat_template(messages, tokenize=False)
     record = {"context": "The sky is blue.", "question": "What colour?", "answer": {"text": "blue", "start": 11}}
-    (qa,) = dataset_store.preview([record], "extractive-qa", demo_model_path)
-    assert qa == "context: The sky is blue.\nquestion: What colour?\nanswer: blue (characters 11-15)"
+    # A span model reads the question and the context as its tokenizer pairs them: the preview shows those tokens.
+    from transformers import AutoTokenizer
+
+    from modelforge.strategies.span_qa import encode_windows
+
+    qa_tokenizer = AutoTokenizer.from_pretrained(demo_qa_path)
+    trained_ids = encode_windows(qa_tokenizer, [record["question"]], [record["context"]], 384, None)["input_ids"][0]
+    assert dataset_store.load_tokenizer(demo_qa_path).encode([record], "extractive-qa") == [trained_ids]
+    (qa,) = dataset_store.preview([record], "extractive-qa", demo_qa_path)
+    assert qa == qa_tokenizer.decode(trained_ids)
+    assert qa.index("What colour?") < qa.index("The sky is blue.")
 
 
 def test_preview_without_chat_template_is_prompt_newline_answer(demo_model_path, tmp_path):
@@ -191,7 +200,7 @@ def test_preview_without_chat_template_is_prompt_newline_answer(demo_model_path,
     config = json.loads((folder / "tokenizer_config.json").read_text())
     config.pop("chat_template", None)
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    assert dataset_store.preview(PAIRS[:1], "text-generation", folder) == ["say cat\ncat cat"]
+    assert dataset_store.preview(PAIRS[:1], "text-generation", folder) == ["say cat\ncat cat</s>"]
 
 
 def test_token_stats_of_a_known_file(demo_model_path, demo_tokenizer):

@@ -90,7 +90,7 @@ def test_answers_are_scored_on_the_tokens_dpo_trains_on(demo_model_path, tmp_pat
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from modelforge.strategies.common import answer_ids, as_turns
+    from modelforge.prompts import answer_ids, as_turns
     from modelforge.strategies.dpo import to_preference_rows
 
     tokenizer = AutoTokenizer.from_pretrained(demo_model_path)

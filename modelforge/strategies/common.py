@@ -1,31 +1,7 @@
-"""What every strategy shares: the prompt format, trainer arguments from the job config and runtime, LoRA."""
+"""What every strategy shares: trainer arguments from the job config and runtime, LoRA (the prompt format is in
+modelforge/prompts.py)."""
 
 from __future__ import annotations
-
-
-def as_turns(tokenizer, prompt: str, answer: str) -> tuple[str | list[dict], str | list[dict]]:
-    """A prompt and its answer as every strategy trains on them: chat turns when the model has a chat template, else
-    plain text (the prompt and a newline, then the answer)."""
-    if tokenizer.chat_template:
-        return [{"role": "user", "content": prompt}], [{"role": "assistant", "content": answer}]
-    return prompt + "\n", answer
-
-
-def answer_ids(tokenizer, prompt: str | list[dict], answer: str | list[dict]) -> tuple[list[int], list[int]]:
-    """Token ids of a prompt and of an answer to it (from as_turns), as TRL's trainers tokenize them.
-
-    The answer starts where the tokenized prompt and prompt+answer first differ; a plain-text answer ends with EOS.
-    """
-    if isinstance(prompt, list):
-        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
-        full_ids = tokenizer.apply_chat_template(prompt + answer, return_dict=True)["input_ids"]
-    else:
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        full_ids = tokenizer(prompt + answer + tokenizer.eos_token)["input_ids"]
-    differ = (i for i, (a, b) in enumerate(zip(prompt_ids, full_ids)) if a != b)
-    shared = next(differ, min(len(prompt_ids), len(full_ids)))
-    return full_ids[:shared], full_ids[shared:]
-
 
 
 def trainer_arguments(run) -> dict:

@@ -7,7 +7,8 @@ a finished job's adapter (`init_from`), TRL keeps a frozen copy of that adapter 
 from __future__ import annotations
 
 from modelforge.prediction import evaluating
-from modelforge.strategies.common import answer_ids, as_turns, lora_config, trainer_arguments
+from modelforge.prompts import answer_ids, as_turns
+from modelforge.strategies.common import lora_config, trainer_arguments
 
 SCORE_BATCH = 16  # sequences per forward pass when scoring
 

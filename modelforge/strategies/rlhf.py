@@ -14,7 +14,8 @@ from dataclasses import replace
 from functools import partial
 
 from modelforge.errors import JobCancelled
-from modelforge.strategies.common import answer_ids, as_turns, lora_config, trainer_arguments
+from modelforge.prompts import answer_ids, as_turns
+from modelforge.strategies.common import lora_config, trainer_arguments
 from modelforge.strategies.dpo import padded
 
 REWARD_MODEL_DIR = "reward_model"

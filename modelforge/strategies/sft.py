@@ -8,24 +8,16 @@
 from __future__ import annotations
 
 from modelforge.strategies import seq2seq, span_qa
-from modelforge.strategies.common import as_turns, lora_config, trainer_arguments
+from modelforge import prompts
+from modelforge.strategies.common import lora_config, trainer_arguments
 
-GENERATION_MARK = "{% generation %}"
 # Tasks whose trainer rows depend on the model's class, known only in build_trainer: prepare_rows keeps their records.
 MODEL_SHAPED_TASKS = ("summarization", "extractive-qa")
 
 
 def to_sft_rows(records: list[dict], task: str, tokenizer) -> list[dict]:
     """Canonical task rows -> the rows TRL's SFTTrainer trains on, prompt and response kept apart."""
-    if task == "chat":
-        if GENERATION_MARK in (tokenizer.chat_template or ""):
-            return [{"messages": record["messages"]} for record in records]
-        # Without generation marks TRL cannot mask earlier turns: learn the final assistant reply.
-        return [
-            {"prompt": record["messages"][:-1], "completion": [record["messages"][-1]]} for record in records
-        ]
-    turns = (as_turns(tokenizer, record["input"], record["output"]) for record in records)
-    return [{"prompt": prompt, "completion": completion} for prompt, completion in turns]
+    return [prompts.sft_row(record, task, tokenizer) for record in records]
 
 
 def prepare_rows(records: list[dict], task: str, tokenizer) -> list[dict]:

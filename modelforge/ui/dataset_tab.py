@@ -121,7 +121,7 @@ def _look(settings, records: list[dict], task: str, strategy, model: str, max_le
     max_length = int(max_length or dataset_store.DEFAULT_MAX_LENGTH)
     masks, refusal = [], None
     try:
-        folder, note = dataset_store.resolve_model_folder(settings, model)
+        folder, note = dataset_store.resolve_model_folder(settings, model, task)
         rows = dataset_store.preview(records, task, folder, PREVIEW_ROWS)
         numbers = dataset_store.token_stats(sample, task, folder, max_length)
         tokenizer = dataset_store.load_tokenizer(folder)
