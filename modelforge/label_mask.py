@@ -22,9 +22,9 @@ from modelforge.config import JobConfig
 from modelforge.dataset_store import LightTokenizer
 from modelforge.demo_model import DEMO_MODELS, demo_kind
 from modelforge.errors import DatasetError
-from modelforge.strategies import STRATEGIES, sft
-from modelforge.settings import Settings
 from modelforge.prompts import GENERATION_MARK
+from modelforge.settings import Settings
+from modelforge.strategies import STRATEGIES, sft
 from modelforge.strategies.sft import to_sft_rows
 
 CHECK_SAMPLE = 2000
