@@ -263,7 +263,7 @@ def run_job(job: Job, settings: Settings) -> None:
     metrics["tokens_per_second"] = metrics["tokens"] / max(metrics["train_runtime"], 1e-9)
     metrics["hardware"] = runtime.describe()
     if ranks.world_size() > 1:  # as the trainer ran it, not as configured
-        metrics["world_size"] = ranks.world_size()
+        metrics["world_size"] = trainer.accelerator.num_processes  # the process group's, not the launcher's count
         metrics["strategy"] = (
             "fsdp" if trainer.is_fsdp_enabled else "deepspeed" if trainer.is_deepspeed_enabled else "ddp"
         )
