@@ -183,8 +183,8 @@ def build_state(models_dir: Path, kind: str = "causal") -> BuildState:
 
 
 def start_background_build(models_dir: Path, kind: str = "causal") -> subprocess.Popen | None:
-    """Build the `kind` demo model in a child process at low priority, unless it is built or being built; the child
-    stops should this process end, and its output goes to a log that build_state reads on failure."""
+    """Build the `kind` demo model in a child process (one thread), unless it is built or being built; the child stops
+    should this process end, and its output goes to a log that build_state reads on failure."""
     state = build_state(models_dir, kind)
     if state.ready or state.building:
         return None
@@ -533,10 +533,9 @@ _BUILDERS = {"causal": _build_causal, "seq2seq": _build_seq2seq, "qa": _build_qa
 
 
 def _stop_with_parent() -> None:
-    """For a background build: give way to the web process and stop when it ends (SIGTERM, kill -9 alike), so that
-    no orphan trains on; the build's cleanup removes its half-built folder, also when the SIGTERM reaches this
-    process too (a terminal's or a service manager's stop signals the whole process group)."""
-    os.nice(10)
+    """For a background build: stop when the web process ends (SIGTERM, kill -9 alike), so that no orphan trains on;
+    the build's cleanup removes its half-built folder, also when the SIGTERM reaches this process too (a terminal's
+    or a service manager's stop signals the whole process group). Not niced: a first job waits for this build."""
     parent = os.getppid()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # KeyboardInterrupt: the cleanup runs
 

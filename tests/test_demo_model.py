@@ -144,7 +144,7 @@ def test_a_background_build_shows_its_progress_and_stops_with_the_web_process(tm
                            cwd=Path(__file__).resolve().parent.parent)
     try:
         child = int(web.stdout.readline())
-        deadline = time.monotonic() + 500  # the child runs at low priority: slow on a busy machine
+        deadline = time.monotonic() + 500  # slow on a busy machine
         while not (state := demo_model.build_state(settings.models_dir)).building:  # the child takes the lock first
             assert not state.error and time.monotonic() < deadline, state
             time.sleep(0.1)
