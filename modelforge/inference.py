@@ -333,7 +333,7 @@ def load_model(source: ModelSource):
             token=token,
             dtype=runtime.torch_dtype,
             quantization_config=quantization_config(source.quantization, runtime, source.task) if runtime.device == "cuda" else None,
-            device_map={"": 0} if runtime.device == "cuda" else "cpu",
+            device_map=runtime.device_map,
         )
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
