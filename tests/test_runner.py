@@ -140,6 +140,7 @@ def test_a_job_being_started_by_a_live_runner_is_judged_by_no_other(engine, mapp
 
 
 @pytest.mark.both_databases
+@pytest.mark.timeout(1800)  # six worker runs: minutes on a machine shared by other runs
 def test_train_clis_started_together_all_finish_their_own_job_one_at_a_time(settings, tmp_path, mapping_dataset):
     config = tmp_path / "tiny.yaml"
     config.write_text(
