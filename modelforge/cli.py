@@ -260,6 +260,39 @@ def cmd_push(args) -> int:
     return 0
 
 
+def _read_password(args) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    from getpass import getpass
+
+    password = getpass(f"password for {args.name}: ")
+    if getpass("again: ") != password:
+        from modelforge.accounts import AccountError
+
+        raise AccountError("The two passwords differ: nothing was changed.")
+    return password
+
+
+def cmd_user(args) -> int:
+    from modelforge import accounts
+    from modelforge.settings import Settings
+
+    home = Settings.from_env().home
+    if args.action == "list":
+        users = accounts.list_users(home)
+        for user in users:
+            print(f"{user.name}{'  (admin)' if user.admin else ''}")
+        if not users:
+            print("no users yet: python -m modelforge user add NAME [--admin]")
+    elif args.action == "add":
+        user = accounts.add_user(home, args.name, _read_password(args), admin=args.admin)
+        print(f"added {user.name}{' (admin)' if user.admin else ''} to {accounts.users_path(home)}")
+    else:
+        accounts.remove_user(home, args.name)
+        print(f"removed {args.name}; the jobs and datasets they own stay, visible to admins")
+    return 0
+
+
 COMMANDS: dict[str, Callable] = {
     "train": cmd_train,
     "validate": cmd_validate,
@@ -272,6 +305,7 @@ COMMANDS: dict[str, Callable] = {
     "demo-model": cmd_demo_model,
     "export": cmd_export,
     "push": cmd_push,
+    "user": cmd_user,
 }
 
 
@@ -321,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
     push.add_argument("--yes", action="store_true", help="confirm adding a commit to a repo that already exists")
     push.add_argument("--license", help="license id for the model card, e.g. apache-2.0")
+    user = commands.add_parser("user", help="manage the accounts that sign in to the web app (the users file)")
+    actions = user.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add an account; prompts for its password")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="sees and controls every user's jobs and datasets")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    actions.add_parser("list", help="list the accounts")
+    remove = actions.add_parser("remove", help="remove an account")
+    remove.add_argument("name")
     return parser
 
 

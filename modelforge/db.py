@@ -58,6 +58,7 @@ class DatasetRecord(BaseModel):
     columns = TextField(default="{}")
     rows = IntegerField(default=0)
     created_at = DateTimeField(default=utcnow)
+    owner = CharField(null=True, index=True)  # the user who saved it; None: saved before accounts, admins only
 
     class Meta:
         table_name = "datasets"
@@ -90,6 +91,7 @@ class Job(BaseModel):
     tokens_per_second = FloatField(null=True)
     eta_seconds = FloatField(null=True)
     metrics = TextField(null=True)  # final metrics as JSON
+    owner = CharField(null=True, index=True)  # the user who started it; None: started before accounts, admins only
 
     class Meta:
         table_name = "jobs"
@@ -130,6 +132,7 @@ class ModelArtifact(BaseModel):
     kind = CharField()  # adapter | full-model | checkpoint | merged | reward-model
     path = CharField()
     created_at = DateTimeField(default=utcnow)
+    owner = CharField(null=True)  # who exported or pushed it
 
     class Meta:
         table_name = "model_artifacts"

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelforge import data, demo_model, distributed, export, fit, gguf, hardware, hub, jobs, label_mask
+from modelforge import data, dataset_store, demo_model, distributed, export, fit, gguf, hardware, hub, jobs, label_mask
+from modelforge.accounts import LOCAL, Account, SignIn
 from modelforge.config import DistributedConfig, JobConfig, preset_overrides
 from modelforge.db import DatasetRecord, Job, JobRank, database, init_database
 from modelforge.demo_model import DEMO_MODELS, demo_kind
@@ -33,6 +34,8 @@ class Engine:
     runner: JobRunner
     model_host: ModelHost = field(default_factory=ModelHost)  # the playground's one loaded model, shared by all users
     demo_build: subprocess.Popen | None = None  # the web app's background build of the demo model
+    # How users sign in; None: no sign-in, one local user who sees and controls everything (the CLI's case).
+    sign_in: SignIn | None = None
 
     @classmethod
     def from_env(cls, max_concurrent: int = 1) -> "Engine":
@@ -65,12 +68,30 @@ class Engine:
             if key == "dataset":
                 label_mask.check_job(config, report.records, self.settings)
 
-    def submit(self, config: JobConfig) -> Job:
+    def submit(self, config: JobConfig, account: Account = LOCAL) -> Job:
+        for value in (config.dataset, config.eval_dataset):
+            record = DatasetRecord.get_or_none(DatasetRecord.name == value) if value else None
+            if record is not None and not account.may_control(record.owner):
+                raise DatasetError(f"The saved dataset {value!r} belongs to another user: save your own copy of it.")
         self.check(config)
-        return self.runner.submit(config)
+        job = self.runner.submit(config)
+        if account.name is not None:
+            jobs.update(job.id, owner=account.name)
+            job.owner = account.name
+        return job
 
-    def cancel(self, job_id: int, wait: bool = False, interval: float = 0.5) -> Job:
+    def job_for(self, account: Account, job_id: int) -> Job:
+        """The job, when `account` may see and control it; a clear refusal otherwise (checked here, for every caller,
+        not only hidden in the UI)."""
+        job = jobs.get_job(job_id)
+        if not account.may_control(job.owner):
+            whose = "another user" if job.owner else "no one (it predates accounts): only an admin"
+            raise JobError(f"Job {job.id} belongs to {whose}; you can see and control only your own jobs.")
+        return job
+
+    def cancel(self, job_id: int, wait: bool = False, interval: float = 0.5, account: Account = LOCAL) -> Job:
         """Ask a job to stop; with `wait`, kill its worker if it has not stopped within the grace period."""
+        self.job_for(account, job_id)
         job = self.runner.cancel(job_id)
         deadline = time.monotonic() + self.runner.cancel_grace
         while wait and job.status == "running":
@@ -133,12 +154,17 @@ class Engine:
         """The config sections a Finetune preset sets for `model` (None: the demo model), sized by its parameters."""
         return preset_overrides(preset, fit.model_params_b(model, self.settings.models_dir))
 
-    def dataset_choices(self, task: str, strategy: str = "sft") -> list[tuple[str, str]]:
+    def resume(self, job_id: int, account: Account = LOCAL) -> Job:
+        self.job_for(account, job_id)
+        return self.runner.resume(job_id)
+
+    def dataset_choices(self, task: str, strategy: str = "sft", account: Account = LOCAL) -> list[tuple[str, str]]:
         """Saved datasets of this task, then the bundled samples for it: `<task>.jsonl`, and `<task>-demo.jsonl` where
         that sample is real text the tiny demo model cannot learn (the demo one is in the demo models' vocabulary).
         A strategy that learns from preference pairs is offered the preference sample instead."""
         saved = DatasetRecord.select().where(DatasetRecord.task == task).order_by(DatasetRecord.name)
-        choices = [(f"{record.name} ({record.rows} rows)", record.name) for record in saved]
+        choices = [(f"{record.name} ({record.rows} rows)", record.name) for record in saved
+                   if account.may_control(record.owner)]
         learns_from_pairs = strategy in STRATEGIES and STRATEGIES[strategy].fields(task) == PREFERENCE_FIELDS
         names = ["preference"] if learns_from_pairs else [task, f"{task}-demo"]
         for sample in (SAMPLES_DIR / f"{name}.jsonl" for name in names):
@@ -146,19 +172,35 @@ class Engine:
                 choices.append((f"sample: {sample.name}", str(sample)))
         return choices
 
-    def list_jobs(self) -> list[Job]:
-        return list(Job.select().order_by(Job.id.desc()))
-
-    def completed_jobs(self) -> list[Job]:
-        return list(Job.select().where(Job.status == "completed").order_by(Job.id.desc()))
-
     @staticmethod
-    def get_job(job_id: int) -> Job:
-        return jobs.get_job(job_id)
+    def _visible(query, model, account: Account):
+        if account.admin:
+            return query
+        return query.where(model.owner == account.name)
 
-    def delete_job(self, job_id: int) -> None:
+    def list_jobs(self, account: Account = LOCAL) -> list[Job]:
+        return list(self._visible(Job.select(), Job, account).order_by(Job.id.desc()))
+
+    def completed_jobs(self, account: Account = LOCAL) -> list[Job]:
+        return list(self._visible(Job.select().where(Job.status == "completed"), Job, account).order_by(Job.id.desc()))
+
+    def get_job(self, job_id: int, account: Account = LOCAL) -> Job:
+        return self.job_for(account, job_id)
+
+    def list_datasets(self, account: Account = LOCAL) -> list[dict]:
+        """The saved datasets `account` may use, newest first."""
+        names = {record.name for record in self._visible(DatasetRecord.select(DatasetRecord.name), DatasetRecord, account)}
+        return [record for record in dataset_store.list_datasets() if record["name"] in names]
+
+    def save_dataset(self, name: str, path, task: str, columns: dict, fields, account: Account = LOCAL) -> dict:
+        record = dataset_store.save_dataset(self.settings, name, path, task, columns, fields)
+        if account.name is not None:
+            DatasetRecord.update(owner=account.name).where(DatasetRecord.name == record["name"]).execute()
+        return record
+
+    def delete_job(self, job_id: int, account: Account = LOCAL) -> None:
         """Remove a finished job, its metric points and its own output folder; never a running job."""
-        job = jobs.get_job(job_id)
+        job = self.job_for(account, job_id)
         if not job.is_finished:
             raise JobError(f"Job {job.id} is {job.status}; cancel it before deleting it.")
         folder = Path(job.output_dir).resolve()
@@ -169,22 +211,24 @@ class Engine:
         if not shared and folder.is_dir() and (folder / jobs.LOG_FILE).exists():
             shutil.rmtree(folder)
 
-    def log_tail(self, job_id: int, lines: int = 40) -> str:
-        return jobs.log_tail(jobs.get_job(job_id), lines)
+    def log_tail(self, job_id: int, lines: int = 40, account: Account = LOCAL) -> str:
+        return jobs.log_tail(self.job_for(account, job_id), lines)
 
     @staticmethod
     def job_config(job: Job) -> JobConfig:
         return JobConfig.from_json(job.config)
 
     # -- views for the UI: plain data, no ORM objects ------------------------------------------------
-    def current_job(self) -> Job | None:
+    def current_job(self, account: Account = LOCAL) -> Job | None:
         """The job a newly opened page should show: the running one, else the next queued, else the latest."""
-        return Job.running().order_by(Job.started_at).first() or Job.queued().first() or Job.select().order_by(
-            Job.id.desc()
-        ).first()
+        return (
+            self._visible(Job.running(), Job, account).order_by(Job.started_at).first()
+            or self._visible(Job.queued(), Job, account).first()
+            or self._visible(Job.select(), Job, account).order_by(Job.id.desc()).first()
+        )
 
-    def job_view(self, job_id: int) -> dict:
-        job = jobs.get_job(job_id)
+    def job_view(self, job_id: int, account: Account = LOCAL) -> dict:
+        job = self.job_for(account, job_id)
         points = jobs.metric_points(job.id)
         return {
             "id": job.id,
@@ -218,9 +262,9 @@ class Engine:
             ],
         }
 
-    def export_config(self, job_id: int) -> tuple[str, str]:
+    def export_config(self, job_id: int, account: Account = LOCAL) -> tuple[str, str]:
         """Write the job's config as YAML for download; return its path and the equivalent CLI command."""
-        job = jobs.get_job(job_id)
+        job = self.job_for(account, job_id)
         exports = self.settings.home / "exports"
         exports.mkdir(parents=True, exist_ok=True)
         path = exports / f"{job.name}.yaml"
@@ -228,10 +272,10 @@ class Engine:
         path.write_text(config.to_yaml(), encoding="utf-8")
         return str(path), f"python -m modelforge train {path.name}"
 
-    def export_merged(self, job_id: int, progress: export.Progress | None = None) -> Path:
+    def export_merged(self, job_id: int, progress: export.Progress | None = None, account: Account = LOCAL) -> Path:
         """Merge a LoRA job's adapter into its base, in a child process (torch stays out of this one)."""
-        return export.merge_job_in_subprocess(jobs.get_job(job_id), self.settings, progress)
+        return export.merge_job_in_subprocess(self.job_for(account, job_id), self.settings, progress)
 
-    def push_to_hub(self, job_id: int, repo_id: str, **options) -> hub.PushResult:
+    def push_to_hub(self, job_id: int, repo_id: str, account: Account = LOCAL, **options) -> hub.PushResult:
         """Push a job's adapter or merged model with a model card; `options` are hub.push_job's keywords."""
-        return hub.push_job(jobs.get_job(job_id), repo_id, self.settings, **options)
+        return hub.push_job(self.job_for(account, job_id), repo_id, self.settings, **options)

@@ -32,6 +32,8 @@ def build_app(engine) -> gr.Blocks:
 
         app.load(show_demo_build, outputs=[demo_status, demo_timer], api_name="demo_model_status")
         demo_timer.tick(show_demo_build, outputs=[demo_status, demo_timer], show_progress="hidden", api_name=False)
+        if engine.sign_in is not None and engine.sign_in.oauth:  # on a Space: each user signs in with Hugging Face
+            gr.LoginButton()
         with gr.Tabs():
             for label, module in TABS:
                 with gr.Tab(label, id=label.lower()) as tab:

@@ -12,6 +12,7 @@ from modelforge import data, dataset_store, label_mask
 from modelforge.errors import DatasetError, ModelForgeError, NotReadyError
 from modelforge.strategies import STRATEGIES
 from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS, TASKS
+from modelforge.ui.session import as_user, signed_in_only
 
 FILE_TYPES = [f".{name}" for name in data.FORMATS]
 # One column dropdown per field; a task or strategy needs at most this many fields, the rest are hidden.
@@ -147,14 +148,14 @@ def build(engine) -> list:
 
     settings = engine.settings
 
-    def saved_table():
+    def saved_table(account):
         rows = [
             [
                 record["name"], record["task"], record["rows"],
                 ", ".join(f"{field} ← {column}" for field, column in record["columns"].items()),
                 record["path"], str(record["created_at"])[:19],
             ]
-            for record in dataset_store.list_datasets()
+            for record in engine.list_datasets(account)
         ]
         return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
@@ -258,7 +259,7 @@ def build(engine) -> list:
         key = {"source": source, "task": task, "fields": fields, "columns": result.columns}
         return _report_markdown(result), shown, stats_text, figure, gr.update(interactive=True), key, *mapping, *xray
 
-    def save(name, file, hub_id, task, strategy, key, *values):
+    def save(account, name, file, hub_id, task, strategy, key, *values):
         fields = fields_for(task, strategy)
         try:
             source = _source(file, hub_id)
@@ -268,24 +269,24 @@ def build(engine) -> list:
             name = dataset_store.check_name(name)
             path = dataset_store.store_upload(settings, file, Path(file).name) if file else source
             try:
-                record = dataset_store.save_dataset(settings, name, path, task, current["columns"], fields)
+                record = engine.save_dataset(name, path, task, current["columns"], fields, account)
             except BaseException:
                 if file:
                     path.unlink(missing_ok=True)
                 raise
         except ModelForgeError as exc:
-            return _failure(exc, file), saved_table(), gr.skip(), gr.skip()
+            return _failure(exc, file), saved_table(account), gr.skip(), gr.skip()
         message = (
             f"✅ Saved **{_escape(record['name'])}**: {record['rows']} rows for {record['task']}. "
             "Choose it as the dataset in the Finetune tab."
         )
-        return message, saved_table(), gr.update(interactive=False), None
+        return message, saved_table(account), gr.update(interactive=False), None
 
     # Reading a new file, validating and saving run one after another, in the order pressed: a Validate pressed while
     # the file is still being read must not have its result undone when the reading ends.
     in_order = dict(concurrency_id="dataset", concurrency_limit=1)
     file.change(
-        inspect, [file, task, strategy], [inspection, columns, *slots, name, save_button, validated],
+        signed_in_only(engine, inspect), [file, task, strategy], [inspection, columns, *slots, name, save_button, validated],
         api_name="dataset_inspect", **in_order,
     )
     for component in (task, strategy):
@@ -293,13 +294,14 @@ def build(engine) -> list:
     for component in (hub_id, *slots):
         component.input(lambda: (gr.update(interactive=False), None), None, [save_button, validated], api_name=False)
     validate_button.click(
-        validate, [file, hub_id, task, strategy, model, max_length, *slots],
+        signed_in_only(engine, validate), [file, hub_id, task, strategy, model, max_length, *slots],
         [report, preview, stats, histogram, save_button, validated, *slots, *xray_rows], api_name="dataset_validate",
         **in_order,
     )
     save_button.click(
-        save, [name, file, hub_id, task, strategy, validated, *slots], [saved, table, save_button, validated],
+        as_user(engine, save), [name, file, hub_id, task, strategy, validated, *slots], [saved, table, save_button, validated],
         api_name="dataset_save", **in_order,
     )
-    refresh_button.click(saved_table, None, table, api_name="dataset_list")
-    return [(saved_table, [table])]
+    saved_of_user = as_user(engine, saved_table)
+    refresh_button.click(saved_of_user, None, table, api_name="dataset_list")
+    return [(saved_of_user, [table])]

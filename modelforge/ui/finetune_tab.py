@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import get_args
 
 import gradio as gr
@@ -19,12 +20,14 @@ from modelforge.config import (
     RlAlgorithm,
     TrainingConfig,
 )
+from modelforge.accounts import NOBODY
 from modelforge.errors import ConfigError, ModelForgeError
 from modelforge.fit import format_gb
 from modelforge.tasks import DEFAULT_TASK, TASKS
 from modelforge.ui.charts import colour_after, curve_frame
 from modelforge.ui.evaluation_table import EXAMPLE_COLUMNS, evaluation_table, example_rows
 from modelforge.ui.ranks_table import ranks_markdown
+from modelforge.ui.session import as_user
 
 DEMO_MODEL = "built-in demo model"
 NO_JOB = "No job yet: choose a dataset and press **Start training**."
@@ -180,7 +183,7 @@ def build(engine) -> list:
             with gr.Row():
                 task = gr.Dropdown(list(TASKS), value=DEFAULT_TASK, label="Task")
                 dataset = gr.Dropdown(
-                    choices=engine.dataset_choices(DEFAULT_TASK), allow_custom_value=True,
+                    choices=engine.dataset_choices(DEFAULT_TASK, account=NOBODY), allow_custom_value=True,
                     label="Dataset", info="a saved dataset, a bundled sample, a file path or a Hub dataset id",
                 )
             with gr.Row():
@@ -221,16 +224,21 @@ def build(engine) -> list:
             cli = gr.Code(label="equivalent command", language="shell", interactive=False)
     timer = gr.Timer(1.0)
 
-    def show(current_id):
+    def show(account, current_id):
         if current_id is None:
-            job = engine.current_job()
+            job = engine.current_job(account)
             current_id = job.id if job else None
-        view = engine.job_view(current_id) if current_id is not None else None
+        view, shown = None, NO_JOB
+        if current_id is not None:
+            try:
+                view = engine.job_view(current_id, account)
+            except ModelForgeError as exc:
+                current_id, shown = None, f"**{exc}**"
         losses, rates = _curves(view) if view else ([], [])
         headers, rows = evaluation_table([view] if view else [])
         return (
             current_id,
-            _status_markdown(view) if view else NO_JOB,
+            _status_markdown(view) if view else shown,
             curve_frame(loss_plot, losses),
             curve_frame(lr_plot, rates),
             pd.DataFrame(rows, columns=headers),
@@ -239,10 +247,10 @@ def build(engine) -> list:
 
     watch_outputs = [job_id, status, loss_plot, lr_plot, evaluation, examples]
 
-    def start_job(dataset_value, task_value, model_value, provider_value, strategy_value, *values):
+    def start_job(account, dataset_value, task_value, model_value, provider_value, strategy_value, *values):
         try:
             config = config_from_form(dataset_value, task_value, model_value, provider_value, strategy_value, keys, list(values))
-            job = engine.submit(within_runs(config, engine.settings))
+            job = engine.submit(within_runs(config, engine.settings), account)
         except ModelForgeError as exc:
             return gr.skip(), f"**Could not start:** {exc}"
         demo = engine.demo_model_state(config.task) if config.model is None else None
@@ -259,44 +267,48 @@ def build(engine) -> list:
             return f"**Will it fit?** {exc}"
         return fit_summary(estimate, split)
 
-    def act(action, current_id):
+    def act(action, account, current_id):
         if current_id is None:
             return "No job selected."
         try:
-            job = action(current_id)
+            job = action(current_id, account=account)
         except ModelForgeError as exc:
             return f"**{exc}**"
         return f"Job #{job.id} is {job.status}" + (" (stopping at the next step)" if job.cancel_requested_at else "") + "."
 
-    def export_config(current_id):
+    def export_config(account, current_id):
         if current_id is None:
             return None, ""
-        path, command = engine.export_config(current_id)
-        return path, command
+        try:
+            return engine.export_config(current_id, account)
+        except ModelForgeError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
 
     def preset_update(preset_value, model_value):
         """A preset's values sized for the chosen model, whenever either changes."""
         return _preset_values(engine.preset(preset_value, None if model_value == DEMO_MODEL else model_value), keys)
 
-    def dataset_update(task_value, strategy_value):
-        return gr.update(choices=engine.dataset_choices(task_value, strategy_value))
+    def dataset_update(account, task_value, strategy_value):
+        return gr.update(choices=engine.dataset_choices(task_value, strategy_value, account))
 
-    def choices_update(task_value, strategy_value):
+    def choices_update(account, task_value, strategy_value):
         models = [DEMO_MODEL, *engine.model_choices(task_value)]
-        return dataset_update(task_value, strategy_value), gr.update(choices=models)
+        return dataset_update(account, task_value, strategy_value), gr.update(choices=models)
 
     form = [dataset, task, model, provider, strategy, *components]
     gr.on([model.change, strategy.change, task.change, *(c.change for c in components)], fit_per_gpu, form, fit_note,
           show_progress="hidden", api_name="fit_per_gpu")
-    task.change(choices_update, [task, strategy], [dataset, model])
-    strategy.change(dataset_update, [task, strategy], dataset)
+    show_of_user, choices_of_user = as_user(engine, show), as_user(engine, choices_update)
+    task.change(choices_of_user, [task, strategy], [dataset, model])
+    strategy.change(as_user(engine, dataset_update), [task, strategy], dataset)
     for component in (preset, model):
         component.change(preset_update, [preset, model], components, api_name=False)
-    start.click(start_job, [dataset, task, model, provider, strategy, *components], [job_id, message], api_name="start_training").then(
-        show, job_id, watch_outputs
-    )
-    cancel.click(lambda j: act(engine.runner.cancel, j), job_id, message, api_name="cancel_job")
-    resume.click(lambda j: act(engine.runner.resume, j), job_id, message, api_name="resume_job")
-    export.click(export_config, job_id, [config_file, cli], api_name="export_config")
-    colour_after(timer.tick(show, job_id, watch_outputs, show_progress="hidden", api_name="job_status"), loss_plot)
-    return [(choices_update, [dataset, model], [task, strategy]), (fit_per_gpu, fit_note, form)]
+    start.click(
+        as_user(engine, start_job), [dataset, task, model, provider, strategy, *components], [job_id, message],
+        api_name="start_training",
+    ).then(show_of_user, job_id, watch_outputs)
+    cancel.click(as_user(engine, partial(act, engine.cancel)), job_id, message, api_name="cancel_job")
+    resume.click(as_user(engine, partial(act, engine.resume)), job_id, message, api_name="resume_job")
+    export.click(as_user(engine, export_config), job_id, [config_file, cli], api_name="export_config")
+    colour_after(timer.tick(show_of_user, job_id, watch_outputs, show_progress="hidden", api_name="job_status"), loss_plot)
+    return [(choices_of_user, [dataset, model], [task, strategy]), (fit_per_gpu, fit_note, form)]

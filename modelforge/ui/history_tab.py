@@ -8,6 +8,7 @@ from modelforge.errors import ModelForgeError
 from modelforge.ui.charts import colour_after, curve_frame
 from modelforge.ui.evaluation_table import evaluation_table, scalar_metrics
 from modelforge.ui.ranks_table import ranks_markdown
+from modelforge.ui.session import as_user
 
 COLUMNS = ["id", "name", "status", "task", "strategy", "model", "dataset", "started", "duration", "final loss", "eval loss",
            "launch"]
@@ -47,19 +48,22 @@ def build(engine) -> list:
     """Returns (function, outputs) pairs the app runs when a page loads."""
     import pandas as pd
 
-    def refresh():
-        views = [engine.job_view(job.id) for job in engine.list_jobs()]
+    def refresh(account):
+        views = [engine.job_view(job.id, account) for job in engine.list_jobs(account)]
         return (
             pd.DataFrame([_row(view) for view in views], columns=COLUMNS),
             gr.update(choices=[_label(view) for view in views]),
         )
 
-    def inspect(labels):
+    def inspect(account, labels):
         ids = _ids(labels)
         if not ids:
             empty = pd.DataFrame(columns=["metric"])
             return "Select a job to see its config, log and curves.", "", "", curve_frame(compare, []), empty
-        views = [engine.job_view(job_id) for job_id in ids]
+        try:
+            views = [engine.job_view(job_id, account) for job_id in ids]
+        except ModelForgeError as exc:
+            return f"**{exc}**", "", "", curve_frame(compare, []), pd.DataFrame(columns=["metric"])
         curves = []
         for view in views:
             curves += [{"step": p["step"], "loss": p["loss"], "job": _label(view)} for p in view["points"] if p["loss"] is not None]
@@ -72,16 +76,16 @@ def build(engine) -> list:
         return (
             summary,
             first["config"].to_yaml(),
-            engine.log_tail(ids[0], 40),
+            engine.log_tail(ids[0], 40, account),
             curve_frame(compare, curves),
             pd.DataFrame(rows, columns=headers),
         )
 
-    def delete(labels):
+    def delete(account, labels):
         messages = []
         for job_id in _ids(labels):
             try:
-                engine.delete_job(job_id)
+                engine.delete_job(job_id, account)
                 messages.append(f"Deleted job #{job_id}.")
             except ModelForgeError as exc:
                 messages.append(str(exc))
@@ -105,13 +109,17 @@ def build(engine) -> list:
         confirm_button = gr.Button("Yes, delete them and their files", variant="stop", visible=False)
     result = gr.Markdown()
 
-    refresh_button.click(refresh, outputs=[table, selected], api_name="history")
+    refresh_of_user = as_user(engine, refresh)
+    refresh_button.click(refresh_of_user, outputs=[table, selected], api_name="history")
     colour_after(
-        selected.change(inspect, selected, [summary, config_view, log_view, compare, evaluation], api_name="history_inspect"),
+        selected.change(
+            as_user(engine, inspect), selected, [summary, config_view, log_view, compare, evaluation],
+            api_name="history_inspect",
+        ),
         compare,
     )
     delete_button.click(lambda: gr.update(visible=True), outputs=confirm_button)
-    confirm_button.click(delete, selected, [result, confirm_button], api_name="history_delete").then(
-        refresh, outputs=[table, selected]
+    confirm_button.click(as_user(engine, delete), selected, [result, confirm_button], api_name="history_delete").then(
+        refresh_of_user, outputs=[table, selected]
     )
-    return [(refresh, [table, selected])]
+    return [(refresh_of_user, [table, selected])]

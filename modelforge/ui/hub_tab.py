@@ -11,19 +11,23 @@ from functools import partial
 
 import gradio as gr
 
+from modelforge.accounts import NOBODY, Account
 from modelforge.errors import ModelForgeError
 from modelforge.ui.playground_tab import job_choices, refresh_jobs
+from modelforge.ui.session import as_user
 
 log = logging.getLogger(__name__)
 
 ADAPTER, MERGED = "LoRA adapter", "merged model"
 
 
-def export_merged(engine, job_id: int | None, progress=gr.Progress()) -> str:
+def export_merged(engine, account: Account, job_id: int | None, progress=gr.Progress()) -> str:
     if job_id is None:
         return "**Export failed:** choose a finished job to export."
     try:
-        folder = engine.export_merged(job_id, progress=lambda fraction, message: progress(fraction, desc=message))
+        folder = engine.export_merged(
+            job_id, progress=lambda fraction, message: progress(fraction, desc=message), account=account
+        )
     except ModelForgeError as exc:
         return f"**Export failed:** {exc}"
     except Exception as exc:  # the UI boundary: record it, show it
@@ -34,6 +38,7 @@ def export_merged(engine, job_id: int | None, progress=gr.Progress()) -> str:
 
 def push(
     engine,
+    account: Account,
     job_id: int | None,
     what: str,
     repo_id: str,
@@ -51,6 +56,7 @@ def push(
         result = engine.push_to_hub(
             job_id,
             repo_id,
+            account=account,
             token=token.strip() or None,
             private=private,
             merged=what == MERGED,
@@ -75,7 +81,7 @@ def push(
 def build(engine) -> list:
     """Builds the tab; returns (function, outputs) pairs the app runs when a page loads."""
     with gr.Row():
-        job = gr.Dropdown(choices=job_choices(engine), value=None, label="Finished job", scale=3)
+        job = gr.Dropdown(choices=job_choices(engine, NOBODY), value=None, label="Finished job", scale=3)
         refresh = gr.Button("↻ Refresh jobs", scale=1)
     what = gr.Radio(
         [ADAPTER, MERGED],
@@ -100,12 +106,13 @@ def build(engine) -> list:
         push_button = gr.Button("Push to Hub", variant="primary")
     result = gr.Markdown()
 
-    refresh.click(partial(refresh_jobs, engine), outputs=job, api_name="hub_jobs")
-    export_button.click(partial(export_merged, engine), inputs=job, outputs=result, api_name="hub_export")
+    jobs_of_user = as_user(engine, partial(refresh_jobs, engine))
+    refresh.click(jobs_of_user, outputs=job, api_name="hub_jobs")
+    export_button.click(as_user(engine, partial(export_merged, engine)), inputs=job, outputs=result, api_name="hub_export")
     push_button.click(
-        partial(push, engine),
+        as_user(engine, partial(push, engine)),
         inputs=[job, what, repo_id, private, token, license, confirm],
         outputs=result,
         api_name="hub_push",
     )
-    return [(partial(refresh_jobs, engine), job)]
+    return [(jobs_of_user, job)]

@@ -12,27 +12,29 @@ from functools import partial
 
 import gradio as gr
 
+from modelforge.accounts import NOBODY, Account
 from modelforge.errors import ModelForgeError
 from modelforge.inference import ModelHost, job_source, path_source
 from modelforge.tasks import DEFAULT_TASK, TASKS
+from modelforge.ui.session import as_user, signed_in_only
 
 log = logging.getLogger(__name__)
 
 ANSWER_LABEL = "answer"
 
 
-def job_choices(engine) -> list[tuple[str, int]]:
-    """The completed jobs, newest first, as (label, job id) dropdown choices."""
-    return [(f"#{job.id} {job.name}", job.id) for job in engine.completed_jobs()]
+def job_choices(engine, account: Account) -> list[tuple[str, int]]:
+    """The account's completed jobs, newest first, as (label, job id) dropdown choices."""
+    return [(f"#{job.id} {job.name}", job.id) for job in engine.completed_jobs(account)]
 
 
-def refresh_jobs(engine) -> gr.Dropdown:
-    return gr.Dropdown(choices=job_choices(engine))
+def refresh_jobs(engine, account: Account) -> gr.Dropdown:
+    return gr.Dropdown(choices=job_choices(engine, account))
 
 
-def job_task(engine, job_id: int | None):
+def job_task(engine, account: Account, job_id: int | None):
     """A chosen job decides the inputs shown: its task."""
-    return engine.job_config(engine.get_job(job_id)).task if job_id is not None else gr.skip()
+    return engine.job_config(engine.get_job(job_id, account)).task if job_id is not None else gr.skip()
 
 
 def input_groups(task: str) -> tuple:
@@ -48,7 +50,7 @@ def side_by_side_columns(side_by_side: bool) -> tuple:
     return tuple(gr.update(visible=side_by_side) for _ in range(3))
 
 
-def load(engine, host: ModelHost, job_id: int | None, model_text: str, task: str, side_by_side: bool):
+def load(engine, host: ModelHost, account: Account, job_id: int | None, model_text: str, task: str, side_by_side: bool):
     """Start loading the chosen model and report the status until the load ends (the load runs on without us).
 
     Each step also sets the Send button: disabled from the moment a load starts until a model is ready."""
@@ -56,7 +58,7 @@ def load(engine, host: ModelHost, job_id: int | None, model_text: str, task: str
         if model_text and model_text.strip():
             source = path_source(model_text, task)
         elif job_id is not None:
-            source = job_source(engine.get_job(job_id), engine.settings)
+            source = job_source(engine.get_job(job_id, account), engine.settings)
         else:
             yield "Choose a finished job, or type a model folder or hub id.", _send_button(host)
             return
@@ -163,7 +165,7 @@ def build(engine) -> list:
     """Builds the tab; returns (function, outputs) pairs the app runs when a page loads."""
     host = engine.model_host
     with gr.Row():
-        job = gr.Dropdown(choices=job_choices(engine), value=None, label="Finished job", scale=3)
+        job = gr.Dropdown(choices=job_choices(engine, NOBODY), value=None, label="Finished job", scale=3)
         refresh = gr.Button("↻ Refresh jobs", scale=1)
         model_text = gr.Textbox(
             label="…or a model folder / hub id", placeholder="e.g. Qwen/Qwen2.5-0.5B-Instruct", scale=3
@@ -205,28 +207,30 @@ def build(engine) -> list:
             gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p"),
         ]
 
-    refresh.click(partial(refresh_jobs, engine), outputs=job, api_name="playground_jobs")
-    job.change(partial(job_task, engine), job, task, api_name=False)
+    jobs_of_user = as_user(engine, partial(refresh_jobs, engine))
+    refresh.click(jobs_of_user, outputs=job, api_name="playground_jobs")
+    job.change(as_user(engine, partial(job_task, engine)), job, task, api_name=False)
     task.change(input_groups, task, [chat_group, summary_group, qa_group], api_name=False)
     side_by_side.change(side_by_side_columns, side_by_side, [base_chat, base_summary, base_answer], api_name=False)
     load_button.click(
-        partial(load, engine, host), inputs=[job, model_text, task, side_by_side], outputs=[status, send_button],
+        as_user(engine, partial(load, engine, host)), inputs=[job, model_text, task, side_by_side], outputs=[status, send_button],
         api_name="playground_load",
     )
-    unload_button.click(lambda: (host.unload(), gr.update(interactive=False)), outputs=[status, send_button],
-                        api_name="playground_unload")
+    unload_button.click(signed_in_only(engine, lambda: (host.unload(), gr.update(interactive=False))),
+                        outputs=[status, send_button], api_name="playground_unload")
     send = dict(inputs=[message, base_chat, tuned_chat, side_by_side, *settings],
                 outputs=[base_chat, tuned_chat, message, notice])
-    message.submit(partial(chat, host), **send, api_name="playground_chat")
-    send_button.click(partial(chat, host), **send, api_name=False)
+    send_message = signed_in_only(engine, partial(chat, host))
+    message.submit(send_message, **send, api_name="playground_chat")
+    send_button.click(send_message, **send, api_name=False)
     summarize_button.click(
-        partial(summarize, host), [document, side_by_side, *settings], [base_summary, tuned_summary],
+        signed_in_only(engine, partial(summarize, host)), [document, side_by_side, *settings], [base_summary, tuned_summary],
         api_name="playground_summarize",
     )
     ask_button.click(
-        partial(answer, host), [question, context, side_by_side], [base_answer, tuned_answer], api_name="playground_answer"
+        signed_in_only(engine, partial(answer, host)), [question, context, side_by_side], [base_answer, tuned_answer], api_name="playground_answer"
     )
     # The model is shared by every user: keep this browser's status line true when someone else loads or unloads.
     state = partial(host_state, host)
     gr.Timer(2.0).tick(state, outputs=[status, send_button], show_progress="hidden", queue=False, api_visibility="private")
-    return [(partial(refresh_jobs, engine), job), (state, [status, send_button])]
+    return [(jobs_of_user, job), (state, [status, send_button])]

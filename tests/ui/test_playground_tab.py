@@ -1,11 +1,13 @@
 """The Playground tab through the running app's API: list finished jobs, load one, compare it with its base, unload."""
 
 import logging
+import threading
 
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from modelforge import inference
 from modelforge.db import Job
 from modelforge.inference import job_source
 
@@ -37,7 +39,7 @@ def test_the_tuned_model_and_its_base_answer_the_same_message_side_by_side(engin
     assert [m["role"] for m in tuned_again] == ["user", "assistant"] * 2 and _text(tuned_again[-1]).strip()
 
 
-def test_a_send_without_a_ready_model_is_taken_back_and_says_why(engine, tuned_job, app_url, app_client, caplog, capfd):
+def test_a_send_without_a_ready_model_is_taken_back_and_says_why(engine, tuned_job, app_url, app_client, caplog, capfd, monkeypatch):
     """No model, then a reload under way: each send leaves both conversations as they were, puts the message back in
     the textbox and says why; Send is disabled from the start of a load until the model is ready; the next send after
     the load is answered as if the failed ones never happened; the refusals log one line each, no traceback."""
@@ -58,11 +60,16 @@ def test_a_send_without_a_ready_model_is_taken_back_and_says_why(engine, tuned_j
     assert status == f"ready: #{job.id} playground-lora" and send["interactive"] is True
 
     answered = app_client.predict("red blue green", [], [], True, *GREEDY, api_name="/playground_chat")
-    engine.model_host.load(job_source(job, engine.settings))  # a reload under way: nothing answers meanwhile
+    # A reload under way (held until the refused send is done): nothing answers meanwhile.
+    release = threading.Event()
+    load_model = inference.load_model
+    monkeypatch.setattr(inference, "load_model", lambda source: release.wait(60) and load_model(source))
+    engine.model_host.load(job_source(job, engine.settings))
     refused = app_client.predict("lion mouse", answered[0], answered[1], True, *GREEDY, api_name="/playground_chat")
     assert refused[:3] == (answered[0], answered[1], "lion mouse")
     assert refused[3].startswith(f"⚠️ Not sent: No model is ready (loading #{job.id} playground-lora…)")
-    engine.model_host.wait(timeout=60)
+    release.set()
+    assert engine.model_host.wait(timeout=60) == f"ready: #{job.id} playground-lora"
     base, tuned, _, notice = app_client.predict("red blue green", *answered[:2], True, *GREEDY, api_name="/playground_chat")
     assert notice == "" and [m["role"] for m in tuned] == ["user", "assistant"] * 2
     assert [_text(m) for m in tuned[:2]] == [_text(m) for m in answered[1]] and _text(tuned[-1]).strip()
