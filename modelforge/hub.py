@@ -115,12 +115,14 @@ def push_job(
                 job, settings, lambda fraction, message: report(0.1 + 0.5 * fraction, f"merging: {message}")
             )
     files = [path for path in upload_files(folder) if path.relative_to(folder).as_posix() not in JOB_RECORDS]
-    operations = [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path)) for path in files]
+    operations = [CommitOperationAdd(path.relative_to(folder).as_posix(), _without_server_paths(path)) for path in files]
     # The run's record lies in the job's folder (beside a merged model too). Its held-out examples are the user's
-    # rows and the models' answers to them: they stay out of the Hub, as they stay out of the card.
+    # rows and the models' answers to them: they stay out of the Hub, as they stay out of the card; so do the server's
+    # folders (the output folder, local dataset and model paths).
     config_file = Path(job.output_dir) / CONFIG_FILE
     if config_file.is_file():
-        operations.append(CommitOperationAdd(CONFIG_FILE, str(config_file)))
+        portable = public_config(JobConfig.from_yaml(config_file.read_text(encoding="utf-8")))
+        operations.append(CommitOperationAdd(CONFIG_FILE, portable.to_yaml().encode("utf-8")))
     published = _metrics(job)
     published.get("evaluation", {}).pop("examples", None)
     operations.append(CommitOperationAdd(METRICS_FILE, json.dumps(published, indent=2).encode("utf-8")))
@@ -164,6 +166,32 @@ def push_job(
         updated=existing is not None,
         files=tuple(operation.path_in_repo for operation in operations),
     )
+
+
+def public_config(config: JobConfig) -> JobConfig:
+    """The config without the server's folders: no output folder; a local dataset, model or starting adapter named by
+    its file or folder name (a Hub id, a saved dataset's name or a job id stays as it is)."""
+
+    def name(value: str | None) -> str | None:
+        return Path(value).name if value and Path(value).is_absolute() else value
+
+    return config.model_copy(update={
+        "output_dir": None, "dataset": name(config.dataset), "eval_dataset": name(config.eval_dataset),
+        "model": name(config.model), "init_from": name(config.init_from),
+    })
+
+
+def _without_server_paths(path: Path) -> str | bytes:
+    """An adapter's config names its base model by the server's folder when the base is local: the Hub copy names
+    it by the folder's name, as the card does."""
+    if path.name != export.ADAPTER_CONFIG:
+        return str(path)
+    config = json.loads(path.read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base or not Path(base).is_absolute():
+        return str(path)
+    config["base_model_name_or_path"] = Path(base).name
+    return json.dumps(config, indent=2).encode("utf-8")
 
 
 def upload_files(folder: Path) -> list[Path]:
@@ -347,8 +375,8 @@ def model_card(job, folder: Path, repo_id: str, has_loss_curve: bool, license: s
     ]
     if adapter and not base_on_hub:
         lines += [
-            "This adapter's base model is not on the Hub, so the snippet runs only where that base is (the path in "
-            f"`{export.ADAPTER_CONFIG}`): push the merged model to share a standalone model.",
+            "This adapter's base model is not on the Hub, so the snippet runs only beside a folder of that base (the "
+            f"name in `{export.ADAPTER_CONFIG}`): push the merged model to share a standalone model.",
             "",
         ]
     lines += [f"The full job configuration is in `{CONFIG_FILE}`, the final metrics in `{METRICS_FILE}`.", ""]

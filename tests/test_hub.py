@@ -67,14 +67,18 @@ def uploaded_card(hub, repo_id) -> ModelCard:
     return ModelCard(hub.repos[repo_id].files["README.md"].decode())
 
 
-def run_usage_snippet(card: ModelCard, repo_files: dict[str, bytes], folder: Path) -> str:
+def run_usage_snippet(card: ModelCard, repo_files: dict[str, bytes], folder: Path, base_model: Path) -> str:
     """Run the card's Python snippet on the pushed files, saved to `folder` in place of the repo id."""
     for name, content in repo_files.items():
         (folder / name).write_bytes(content)
     snippet = re.search(r"```python\n(.*?)```", card.text, re.S)[1]
     repo_id = re.search(r'from_pretrained\("([^"]+)"\)', snippet)[1]
+    # A pushed adapter names a local base by its folder's name: the snippet runs beside a folder of that name.
+    base = json.loads(repo_files.get("adapter_config.json", b"{}")).get("base_model_name_or_path")
     output = io.StringIO()
-    with contextlib.redirect_stdout(output):
+    with contextlib.redirect_stdout(output), contextlib.chdir(folder.parent):
+        if base and not Path(base).exists():
+            Path(base).symlink_to(base_model, target_is_directory=True)
         exec(snippet.replace(f'"{repo_id}"', repr(str(folder))), {})
     return output.getvalue().strip()
 
@@ -140,7 +144,7 @@ def test_push_uploads_the_adapter_a_model_card_and_the_loss_curve_and_stores_the
     # The card's snippet loads the pushed adapter and answers as base + adapter does.
     snippet_folder = tmp_path / "clone"
     snippet_folder.mkdir()
-    reply = run_usage_snippet(card, repo.files, snippet_folder)
+    reply = run_usage_snippet(card, repo.files, snippet_folder, demo_model_path)
     assert reply == greedy_reply(demo_model_path, adapter=folder)
 
     artifacts = [(a.kind, a.path) for a in ModelArtifact.select().where(ModelArtifact.job == evaluated_job.id)]
@@ -172,7 +176,7 @@ def test_push_of_the_merged_model_merges_first_and_uploads_a_plain_transformers_
     assert 'AutoModelForCausalLM.from_pretrained("alice-lab/demo-merged")' in card.text
     snippet_folder = tmp_path / "clone"
     snippet_folder.mkdir()
-    assert run_usage_snippet(card, repo.files, snippet_folder) == greedy_reply(
+    assert run_usage_snippet(card, repo.files, snippet_folder, demo_model_path) == greedy_reply(
         demo_model_path, adapter=evaluated_job.output_dir
     )
 
