@@ -52,6 +52,15 @@ class TrainingConfig(_Section):
     packing: bool = Field(False, description="Pack several short rows into one sequence.")
     save_steps: int = Field(50, ge=1, description="Write a checkpoint every this many steps.")
     logging_steps: int = Field(5, ge=1, description="Record loss and learning rate every this many steps.")
+    retry_out_of_memory: bool = Field(
+        True,
+        description="Out of memory: retry once from the last checkpoint with half the batch size and twice the "
+        "gradient accumulation (the same effective batch), recording the change in the job's config.",
+    )
+    stop_on_bad_loss: bool = Field(
+        True,
+        description="A NaN/Inf or exploding loss: stop with a checkpoint and a diagnosis instead of training on.",
+    )
 
 
 class LoraConfig(_Section):

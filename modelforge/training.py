@@ -153,8 +153,43 @@ def _check_cancel(job_id: int) -> None:
         raise JobCancelled("Cancelled before training started.")
 
 
+@dataclass
+class Attempt:
+    """One try at a job: its trainer once built (the step an error stopped at), and what healing changed."""
+
+    trainer: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
 def run_job(job: Job, settings: Settings) -> None:
+    """Run a job; out of memory, it retries once with half the batch and twice the gradient accumulation from its last
+    checkpoint (training.retry_out_of_memory), recording the change in the stored config, the log and the metrics."""
+    from modelforge import healing
+
+    attempt = Attempt()
+    try:
+        return _run(job, settings, attempt)
+    except Exception as exc:
+        config = JobConfig.from_json(job.config)
+        # Not for a job of several ranks: one rank cannot change the batch alone.
+        retry = healing.halved_batch(config) if healing.is_out_of_memory(exc) and ranks.world_size() == 1 else None
+        if retry is None:
+            raise
+        log.warning("out of memory: %s", exc)
+        failed_step = attempt.trainer.state.global_step + 1 if attempt.trainer else 0
+        attempt.trainer = None
+    # Outside the except block, so that the failed try's frames, and the model and trainer they hold, can be freed.
+    healing.free_memory()
+    note = healing.describe_change(config, retry, failed_step, last_checkpoint(Path(job.output_dir)))
+    log.warning("%s", note)
+    jobs.update(job.id, config=retry.to_json(), resume=True, stage="retrying with half the batch")
+    _run(jobs.get_job(job.id), settings, Attempt(notes=[note]))
+
+
+def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
     from datasets import Dataset
+
+    from modelforge import healing
 
     from modelforge.progress import ProgressCallback
     from modelforge.providers import PROVIDERS
@@ -214,6 +249,8 @@ def run_job(job: Job, settings: Settings) -> None:
     _check_cancel(job.id)
 
     progress = ProgressCallback(job.id)
+    guard = healing.LossGuard(config, runtime.precision) if config.training.stop_on_bad_loss else None
+    callbacks = [progress, *(callback for callback in (guard, healing.MemoryLimitFault.from_env()) if callback)]
     run = TrainingRun(
         config=config,
         runtime=runtime,
@@ -222,9 +259,10 @@ def run_job(job: Job, settings: Settings) -> None:
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         output_dir=output_dir,
-        callbacks=[progress],
+        callbacks=callbacks,
     )
     trainer = strategy.build_trainer(run)
+    attempt.trainer = trainer
     base_predictions = None
     if eval_records and config.evaluation.compare_base:
         base_predictions = evaluation.load_base_predictions(output_dir) if job.resume else None
@@ -244,6 +282,15 @@ def run_job(job: Job, settings: Settings) -> None:
             f"{progress.database_lost} The job stopped at step {steps} with checkpoint {last_checkpoint(output_dir)}; "
             "resume continues from it."
         )
+    if guard and guard.diagnosis:  # every rank saw the same all-reduced gradients and stopped at the same step
+        ranks.record(job.id, "failed", step=steps)
+        saved = last_checkpoint(output_dir)
+        if main:
+            jobs.finish(job.id, "failed", error=f"{guard.diagnosis} Checkpoint: {saved}.")
+            if saved:
+                jobs.add_artifact(job.id, "checkpoint", saved)
+        log.error("%s", guard.diagnosis)
+        return
     if progress.cancelled:
         ranks.record(job.id, "cancelled", step=steps)
         saved = last_checkpoint(output_dir)
@@ -270,6 +317,8 @@ def run_job(job: Job, settings: Settings) -> None:
     if set_aside:
         metrics["resumed_from"] = checkpoint.name
         metrics["checkpoints_set_aside"] = set_aside
+    if attempt.notes:
+        metrics["healing"] = attempt.notes
     if eval_records:
         set_stage("evaluating")
         if eval_dataset is not None:
