@@ -102,11 +102,15 @@ class JobRunner:
                 raise ConfigError(f"output_dir: {chosen} already holds files; choose another folder or empty it.")
             return chosen
         base = self.settings.runs_dir / config.name
+        base.parent.mkdir(parents=True, exist_ok=True)
         candidate, suffix = base, 2
-        while candidate.exists():
-            candidate = base.with_name(f"{base.name}-{suffix}")
-            suffix += 1
-        return candidate
+        while True:  # created here, so that two jobs of one name submitted at once never share a folder
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                candidate = base.with_name(f"{base.name}-{suffix}")
+                suffix += 1
 
     def cancel(self, job_id: int) -> Job:
         """Queued jobs are cancelled at once; a running job stops at its next step and saves a checkpoint."""

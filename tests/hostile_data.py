@@ -33,6 +33,7 @@ class Case:
     expected: str | None  # part of the first error; None: the file is valid
     task: str = "text-generation"
     strategy: str | None = None  # a strategy whose fields differ from the task's (dpo: preference pairs)
+    max_length: int | None = None  # where it matters: the label-mask check of the demo model's template, at Validate
 
 
 def lines(text_lines: list[str], newline: str = "\n", encoding: str = "utf-8") -> Callable[[Path], None]:
@@ -153,6 +154,9 @@ CASES: list[Case] = [
          "line 3: output is 10,485,760 characters long"),
     Case("a 10 MB csv field", "d.csv", lines(["input,output", "a,b", "c," + "y" * LONG_LINE_BYTES]),
          "line 3: output is 10,485,760 characters long"),
+    # -- what the model would learn (the label-mask check; the template cases are in tests/ui/test_dataset_xray.py)
+    Case("every label masked", "d.jsonl", rows([{"input": f"cat dog {n} " * 10, "output": "meow"} for n in range(3)]),
+         "Every row is masked: no row has an answer token within max_length 8", max_length=8),
     Case("1e6 rows, one bad", "big.jsonl", lambda path: write_big(path), f"line {BIG_BAD_LINE}: output is missing"),
 ]
 
