@@ -32,10 +32,9 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def session(url: str, rounds: int, barrier: threading.Barrier, latencies: dict, errors: list, lock: threading.Lock):
-    from gradio_client import Client, handle_file
+def session(client, rounds: int, barrier: threading.Barrier, latencies: dict, errors: list, lock: threading.Lock):
+    from gradio_client import handle_file
 
-    client = Client(url, verbose=False)
     calls = [
         ("/history", lambda: client.predict(api_name="/history")),
         ("/dataset_list", lambda: client.predict(api_name="/dataset_list")),
@@ -91,14 +90,15 @@ def main() -> None:
     trainer = subprocess.Popen([sys.executable, "-m", "modelforge", "train", str(config)], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
+    sys.path.insert(0, str(ROOT))
+    from gradio_client import Client, handle_file
+
+    from modelforge import jobs
+    from modelforge.db import Job, init_database
+    from modelforge.settings import Settings
+
+    init_database(Settings(home=scratch / "home"))
     try:
-        sys.path.insert(0, str(ROOT))
-        from gradio_client import Client, handle_file
-
-        from modelforge.db import Job, init_database
-        from modelforge.settings import Settings
-
-        init_database(Settings(home=scratch / "home"))
         # Untimed warm-up: the first Validate builds the demo model's tokenizer, the job loads and starts training.
         Client(url, verbose=False).predict(handle_file(str(SAMPLE)), "", "text-generation", None, "", 512, None, None,
                                            None, api_name="/dataset_validate")
@@ -110,8 +110,9 @@ def main() -> None:
 
         latencies, errors, lock = defaultdict(list), [], threading.Lock()
         barrier = threading.Barrier(args.sessions + 1)
-        threads = [threading.Thread(target=session, args=(url, args.rounds, barrier, latencies, errors, lock))
-                   for _ in range(args.sessions)]
+        clients = [Client(url, verbose=False, httpx_kwargs={"timeout": 120}) for _ in range(args.sessions)]  # untimed
+        threads = [threading.Thread(target=session, args=(client, args.rounds, barrier, latencies, errors, lock))
+                   for client in clients]
         for thread in threads:
             thread.start()
         barrier.wait()
@@ -123,12 +124,11 @@ def main() -> None:
         queued = Job.select().where(Job.id != 1).count()
         output_dirs = {job.output_dir for job in Job.select()}
     finally:
-        trainer.terminate()
-        trainer.wait(timeout=60)
-        for job_id in range(1, args.sessions + 2):
-            subprocess.run([sys.executable, "-m", "modelforge", "cancel", str(job_id)], cwd=ROOT, env=env,
-                           capture_output=True)
-        stop(server)
+        stop(server)  # its runner would start the queued jobs
+        for job in Job.queued():
+            jobs.finish(job.id, "cancelled", error="Cancelled by bench/load.py.")
+        subprocess.run([sys.executable, "-m", "modelforge", "cancel", "1"], cwd=ROOT, env=env, capture_output=True)
+        trainer.wait(timeout=300)
 
     everything = [value for values in latencies.values() for value in values]
     print(f"{args.sessions} sessions x {args.rounds} rounds in {wall:.1f} s, "

@@ -31,12 +31,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def halved_batch(config: JobConfig) -> JobConfig | None:
     """The config with half the batch and twice the gradient accumulation (the same effective batch); None when the
-    batch is already 1 or the user turned the retry off."""
+    batch is already 1 or the user turned the retry off (training.retry_out_of_memory)."""
     training = config.training
     if not training.retry_out_of_memory or training.batch_size < 2:
         return None
     batch = training.batch_size // 2
-    accumulation = training.gradient_accumulation * training.batch_size // batch  # an odd batch keeps its total
+    # Even batches keep their effective batch exactly; an odd one (5 -> 2 x 3) grows it by the least possible.
+    accumulation = math.ceil(training.gradient_accumulation * training.batch_size / batch)
     return config.model_copy(
         update={"training": training.model_copy(update={"batch_size": batch, "gradient_accumulation": accumulation})}
     )

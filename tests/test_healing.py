@@ -1,8 +1,6 @@
 """Runs that heal: out of memory (a simulated memory limit inside the real training loop) retries with half the batch,
 a loss that blows up (a learning rate far too high) stops with a checkpoint and a diagnosis. Real worker processes."""
 
-import math
-
 import pytest
 import yaml
 
@@ -19,7 +17,7 @@ def _config(dataset, **training):
     return JobConfig(name="healing", dataset=str(dataset), training=settings, evaluation={"compare_base": False})
 
 
-def test_out_of_memory_retries_from_the_checkpoint_with_half_the_batch(engine, mapping_dataset, monkeypatch):
+def test_out_of_memory_retries_from_the_checkpoint_with_half_the_batch(app_client, engine, mapping_dataset, monkeypatch):
     monkeypatch.setenv(FAULT_OOM_STEP, "7")  # from step 7 on, a batch of more than 4 rows does not fit
     monkeypatch.setenv(FAULT_OOM_BATCH, "4")
     job = engine.runner.wait(engine.submit(_config(mapping_dataset["train"])).id)
@@ -37,6 +35,11 @@ def test_out_of_memory_retries_from_the_checkpoint_with_half_the_batch(engine, m
     assert "simulated out of memory" in log and note in log and "resuming from" in log and "checkpoint-5" in log
     steps = [point.step for point in jobs.metric_points(job.id) if point.loss is not None]
     assert steps[-1] == 12 and 6 in steps  # the first try logged up to step 6, the retry from 6 on
+
+    app_client.predict(api_name="/history")  # the page refreshes its list of jobs
+    summary, config_shown, *_ = app_client.predict([f"#{job.id} healing"], api_name="/history_inspect")
+    assert f"♻️ {note}" in summary.replace("\\", "")
+    assert "batch_size: 4" in config_shown and "gradient_accumulation: 2" in config_shown
 
 
 def test_out_of_memory_fails_with_the_hint_when_the_retry_is_off(engine, mapping_dataset, monkeypatch):
@@ -64,3 +67,14 @@ def test_an_exploding_loss_stops_with_a_checkpoint_and_a_diagnosis(engine, mappi
 
     weights = load_file(checkpoint / "adapter_model.safetensors")
     assert all(bool(value.isfinite().all()) for value in weights.values())  # the last good weights, not NaN ones
+
+
+@pytest.mark.parametrize("batch, accumulation, expected", [(8, 1, (4, 2)), (6, 3, (3, 6)), (5, 1, (2, 3)), (1, 4, None)])
+def test_half_the_batch_keeps_the_effective_batch(batch, accumulation, expected):
+    from modelforge.healing import halved_batch
+
+    config = JobConfig(dataset="d.jsonl", training={"batch_size": batch, "gradient_accumulation": accumulation})
+    retry = halved_batch(config)
+    assert ((retry.training.batch_size, retry.training.gradient_accumulation) if retry else None) == expected
+    assert halved_batch(config.model_copy(update={"training": config.training.model_copy(
+        update={"retry_out_of_memory": False})})) is None

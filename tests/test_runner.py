@@ -168,3 +168,12 @@ def test_train_clis_started_together_all_finish_their_own_job_one_at_a_time(sett
     assert [(job.status, job.error, job.step) for job in ran] == [("completed", None, 2)] * len(own_jobs)
     for earlier, later in zip(ran, ran[1:]):  # never two at once: each started after the one before it finished
         assert earlier.finished_at <= later.started_at, (earlier.id, later.id)
+
+
+def test_jobs_of_one_name_submitted_at_once_get_their_own_folders(engine, mapping_dataset):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:  # eight users pressing Start with the same default name
+        submitted = list(pool.map(lambda _: engine.runner.submit(_config(mapping_dataset["train"])), range(8)))
+    folders = {job.output_dir for job in submitted}
+    assert len(folders) == 8 and all(Path(folder).is_dir() for folder in folders)

@@ -72,6 +72,7 @@ def build(engine) -> list:
         summary += "\n\n" + ranks_markdown(first)
         if first["metrics"]:
             summary += "\n\n" + scalar_metrics(first["metrics"])
+            summary += "".join(f"\n\n> ♻️ {note}" for note in first["metrics"].get("healing", []))  # what a retry changed
         headers, rows = evaluation_table(views)
         return (
             summary,
