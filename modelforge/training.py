@@ -282,23 +282,18 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
             f"{progress.database_lost} The job stopped at step {steps} with checkpoint {last_checkpoint(output_dir)}; "
             "resume continues from it."
         )
-    if guard and guard.diagnosis:  # every rank saw the same all-reduced gradients and stopped at the same step
-        ranks.record(job.id, "failed", step=steps)
+    # A cancel, or a loss gone bad (every rank saw the same all-reduced gradients and stopped at the same step).
+    diagnosis = None if progress.cancelled else guard and guard.diagnosis
+    if progress.cancelled or diagnosis:
+        status = "failed" if diagnosis else "cancelled"
+        ranks.record(job.id, status, step=steps)
         saved = last_checkpoint(output_dir)
         if main:
-            jobs.finish(job.id, "failed", error=f"{guard.diagnosis} Checkpoint: {saved}.")
+            reason = f"{diagnosis} Checkpoint: {saved}." if diagnosis else f"Cancelled at step {steps}; checkpoint {saved}."
+            jobs.finish(job.id, status, error=reason)
             if saved:
                 jobs.add_artifact(job.id, "checkpoint", saved)
-        log.error("%s", guard.diagnosis)
-        return
-    if progress.cancelled:
-        ranks.record(job.id, "cancelled", step=steps)
-        saved = last_checkpoint(output_dir)
-        if main:
-            jobs.finish(job.id, "cancelled", error=f"Cancelled at step {steps}; checkpoint {saved}.")
-            if saved:
-                jobs.add_artifact(job.id, "checkpoint", saved)
-        log.info("cancelled at step %d", steps)
+        log.info("%s at step %d: %s", status, steps, diagnosis or "the user cancelled")
         return
 
     metrics = {
