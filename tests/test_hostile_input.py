@@ -17,7 +17,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import _free_port
+from conftest import free_port
 from hostile_data import PAIRS, write_corpus
 from modelforge.db import DatasetRecord, Job
 from modelforge.hub import HubError
@@ -47,7 +47,7 @@ def server(tmp_path_factory, demo_models_dir):
         settings = Settings.from_env()
         engine = Engine.create(settings)
         app = build_app(engine)
-        port = _free_port()
+        port = free_port()
         app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
         try:
             yield Client(f"http://127.0.0.1:{port}/", verbose=False), engine
