@@ -200,6 +200,7 @@ def evaluate_saved(config: JobConfig, settings, records: list[dict], tuned_dir: 
 
     Without `tuned_dir` the config's model alone is scored, as the table's `base` column.
     """
+    from modelforge.loading import apply_adapter, load_weights
     from modelforge.providers import PROVIDERS
     from modelforge.runtime import resolve_runtime
     from modelforge.training import resolve_model_path, runnable_strategy
@@ -216,11 +217,9 @@ def evaluate_saved(config: JobConfig, settings, records: list[dict], tuned_dir: 
     if tuned_dir is None:
         return compare(config, records, None, base)
     if (tuned_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(loaded.model, str(tuned_dir))
+        model = apply_adapter(loaded.model, str(tuned_dir))
     else:
-        model = type(loaded.model).from_pretrained(str(tuned_dir), dtype=runtime.torch_dtype).to(loaded.model.device)
+        model = load_weights(str(tuned_dir), config.task, runtime)
     return compare(config, records, predict(model, loaded.tokenizer, config, records), base)
 
 

@@ -83,10 +83,10 @@ def merge_job(job, settings: Settings, progress: Progress | None = None) -> Path
         return target
 
     import torch
-    from peft import PeftModel
-    from transformers import AutoConfig, AutoTokenizer
 
-    from modelforge.providers.huggingface import describe_load_failure, hub_token, model_class_for
+    from modelforge.errors import ModelLoadError
+    from modelforge.loading import apply_adapter, load_tokenizer, load_weights
+    from modelforge.runtime import Runtime
     from modelforge.training import resolve_model_path
 
     config = JobConfig.from_json(job.config)
@@ -97,21 +97,20 @@ def merge_job(job, settings: Settings, progress: Progress | None = None) -> Path
         _check_free_space(job, folder, estimate + _tokenizer_bytes(folder))
 
     report(0.1, f"loading the base model {config.model or '(the demo model)'}, unquantized")
-    token = hub_token()
     try:
-        model_class = model_class_for(config.task, AutoConfig.from_pretrained(base, token=token))
-        # dtype "auto" is the precision the base was saved in; a QLoRA job's 4-bit loading is deliberately not
-        # repeated, so the adapter is merged into unquantized weights.
-        model = model_class.from_pretrained(base, token=token, dtype="auto")
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError) as exc:
-        raise ExportError(describe_load_failure(config.model or base, exc)) from exc
+        # On the CPU, in the precision the base was saved in (dtype "auto"): a merge needs no GPU, and a QLoRA job's
+        # 4-bit loading is deliberately not repeated, so the adapter is merged into unquantized weights.
+        on_cpu = Runtime("cpu", "fp32", gradient_checkpointing=False)
+        model = load_weights(base, config.task, on_cpu, dtype="auto", name=config.model or base)
+        tokenizer = load_tokenizer(str(folder))
+    except ModelLoadError as exc:
+        raise ExportError(str(exc)) from exc
     if estimate is None:
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
         _check_free_space(job, folder, weights + _tokenizer_bytes(folder))
 
     report(0.5, "applying the adapter")
-    model = PeftModel.from_pretrained(model, str(folder))
+    model = apply_adapter(model, str(folder))
     report(0.6, "merging the adapter into the base weights")
     with torch.no_grad():
         model = model.merge_and_unload()

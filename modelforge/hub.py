@@ -18,7 +18,7 @@ from pathlib import Path
 from modelforge import data, export, jobs, prompts
 from modelforge.config import JobConfig
 from modelforge.errors import ModelForgeError
-from modelforge.providers.huggingface import hub_token
+from modelforge.loading import hub_token
 from modelforge.settings import Settings
 from modelforge.training import CONFIG_FILE, METRICS_FILE, resolve_dataset_source
 

@@ -21,7 +21,6 @@ from typing import Any
 
 from modelforge.config import JobConfig
 from modelforge.errors import JobError, ModelForgeError, ModelLoadError
-from modelforge.providers.huggingface import describe_load_failure, hub_token
 from modelforge.settings import Settings
 from modelforge.training import resolve_model_path
 
@@ -314,44 +313,13 @@ def encode_prompt(tokenizer, messages: list[dict[str, str]], model_config):
 
 def load_model(source: ModelSource):
     """Load (model, tokenizer) for `source` and its task, on the GPU when there is one, else on the CPU."""
-    import torch
-    from transformers import AutoConfig, AutoTokenizer
+    from modelforge.loading import load
+    from modelforge.runtime import inference_runtime
 
-    from modelforge.providers.huggingface import model_class_for, quantization_config
-    from modelforge.runtime import Runtime
-
-    if torch.cuda.is_available():
-        runtime = Runtime("cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp16", gradient_checkpointing=False)
-    else:
-        runtime = Runtime("cpu", "fp32", gradient_checkpointing=False)
-    token = hub_token()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.tokenizer or source.model, token=token)
-        model_class = model_class_for(source.task, AutoConfig.from_pretrained(source.model, token=token))
-        model = model_class.from_pretrained(
-            source.model,
-            token=token,
-            dtype=runtime.torch_dtype,
-            quantization_config=quantization_config(source.quantization, runtime, source.task) if runtime.device == "cuda" else None,
-            device_map=runtime.device_map,
-        )
-    except ValueError as exc:
-        if "Unrecognized configuration class" in str(exc):
-            raise ModelLoadError(
-                f"{source.name} cannot be loaded for {source.task}: it has no {model_class.__name__.removeprefix('AutoModelFor')} head. "
-                "Pick the task the model was made for."
-            ) from exc
-        raise ModelLoadError(describe_load_failure(source.model, exc)) from exc
-    except OSError as exc:
-        raise ModelLoadError(describe_load_failure(source.model, exc)) from exc
-    if source.adapter:
-        from peft import PeftModel
-
-        try:
-            model = PeftModel.from_pretrained(model, source.adapter)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(
-                f"The adapter in {source.adapter} could not be applied to {source.model}: {exc}"
-            ) from exc
+    runtime = inference_runtime()
+    quantization = source.quantization if runtime.device == "cuda" else None
+    loaded = load(source.model, source.task, runtime, quantization=quantization, tokenizer=source.tokenizer,
+                  adapter=source.adapter, name=source.model)
+    model, tokenizer = loaded.model, loaded.tokenizer
     model.eval()
     return model, tokenizer

@@ -66,7 +66,7 @@ def generate_summary(model, tokenizer, document: str, max_new_tokens: int = 64) 
 def evaluating(model):
     """Eval mode while predicting, then the model exactly as it was (it may be mid-training), the layout of its 4-bit
     weights included."""
-    from modelforge.providers.huggingface import restore_4bit_training_layout
+    from modelforge.loading import restore_4bit_training_layout
 
     was_training = model.training
     model.eval()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from modelforge.loading import LoadedModel
 from modelforge.providers.huggingface import HuggingFaceProvider
 from modelforge.providers.unsloth import UnslothProvider
 
@@ -13,12 +14,6 @@ from modelforge.providers.unsloth import UnslothProvider
 class Availability:
     available: bool
     reason: str = ""
-
-
-@dataclass
-class LoadedModel:
-    model: Any
-    tokenizer: Any
 
 
 class Provider(Protocol):

@@ -108,8 +108,7 @@ class UnslothProvider:
         from transformers import AutoConfig
         from unsloth import FastLanguageModel
 
-        from modelforge.providers import LoadedModel
-        from modelforge.providers.huggingface import describe_load_failure, hub_token
+        from modelforge.loading import LoadedModel, describe_load_failure, hub_token
 
         token = hub_token()
         try:

@@ -119,15 +119,11 @@ def _reward_model_base(run):
     """The policy's base model with a one-score head, loaded as the provider loads the policy."""
     from transformers import AutoModelForSequenceClassification
 
-    from modelforge.providers.huggingface import hub_token, quantization_config
+    from modelforge.loading import load_weights
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        run.model.config.name_or_path,
-        num_labels=1,
-        token=hub_token(),
-        dtype=run.runtime.torch_dtype,
-        quantization_config=quantization_config(run.config.quantization, run.runtime, run.config.task),
-        device_map=run.runtime.device_map,
+    model = load_weights(
+        run.model.config.name_or_path, run.config.task, run.runtime, quantization=run.config.quantization,
+        model_class=AutoModelForSequenceClassification, num_labels=1,
     )
     model.config.pad_token_id = run.tokenizer.pad_token_id  # the score is read at the last token before padding
     return model
