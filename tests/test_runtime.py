@@ -32,3 +32,13 @@ def test_quantized_loading_keeps_a_span_head_in_full_precision():
     assert four_bit.bnb_4bit_compute_dtype == torch.float32 and four_bit.llm_int8_skip_modules == ["qa_outputs"]
     eight_bit = runtime.quantization_config("8bit", "text-generation")
     assert eight_bit.load_in_8bit and eight_bit.llm_int8_skip_modules is None
+
+
+def test_a_sharded_job_stores_its_4bit_weights_in_the_compute_dtype_fsdp_can_split():
+    import torch
+
+    config = JobConfig(name="r", dataset="d.jsonl", distributed={"strategy": "fsdp"})
+    sharded = resolve_runtime(config)
+    assert sharded.sharded
+    assert sharded.quantization_config("4bit").bnb_4bit_quant_storage == torch.float32
+    assert resolve_runtime(JobConfig(name="r", dataset="d.jsonl")).quantization_config("4bit").bnb_4bit_quant_storage == torch.uint8
