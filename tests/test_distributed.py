@@ -223,12 +223,12 @@ def test_the_deepspeed_configs_are_the_zero_stages_that_accelerate_reads():
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_job_on_two_machines_over_loopback_shares_one_postgresql_job_store(engine, settings, tmp_path):
-    from conftest import _free_port
+    from conftest import free_port
 
     config = JobConfig(
         name="two-machines", dataset=str(SAMPLE), evaluation={"compare_base": False},
         training=dict(max_steps=10, batch_size=4, learning_rate=3e-3, save_steps=1000, logging_steps=5, eval_split=0),
-        distributed={"num_machines": 2, "main_process_ip": "127.0.0.1", "main_process_port": _free_port()},
+        distributed={"num_machines": 2, "main_process_ip": "127.0.0.1", "main_process_port": free_port()},
     )
     job = engine.submit(config)
     engine.runner.poll()  # machine 0 starts the job and its rank 0, which waits for machine 1
