@@ -69,6 +69,16 @@ def test_an_exploding_loss_stops_with_a_checkpoint_and_a_diagnosis(engine, mappi
     assert all(bool(value.isfinite().all()) for value in weights.values())  # the last good weights, not NaN ones
 
 
+def test_with_the_loss_guard_off_the_same_run_trains_to_the_end(engine, mapping_dataset):
+    config = _config(mapping_dataset["train"], learning_rate=0.9, warmup_ratio=0, scheduler="constant", max_steps=20,
+                     save_steps=1000, stop_on_bad_loss=False)
+    job = engine.runner.wait(engine.submit(config).id)
+
+    assert job.status == "completed", job.error
+    assert job.step == 20
+    assert "healing" not in job.final_metrics
+
+
 @pytest.mark.parametrize("batch, accumulation, expected", [(8, 1, (4, 2)), (6, 3, (3, 6)), (5, 1, (2, 3)), (1, 4, None)])
 def test_half_the_batch_keeps_the_effective_batch(batch, accumulation, expected):
     from modelforge.healing import halved_batch
