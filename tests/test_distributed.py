@@ -85,9 +85,10 @@ def test_a_two_process_ddp_job_from_the_cli_learns_as_well_as_one_process(tmp_pa
 def test_cancel_kill_and_resume_of_a_two_process_job_in_the_apps_runner(engine):
     config = JobConfig(
         name="ranks", dataset=str(SAMPLE), evaluation={"compare_base": False},
-        training=dict(max_steps=40, batch_size=4, learning_rate=3e-3, save_steps=1000, logging_steps=1, eval_split=0),
+        training=dict(max_steps=300, batch_size=4, learning_rate=3e-3, save_steps=1000, logging_steps=1, eval_split=0),
         distributed={"num_processes": 2},
     )
+    # 300 steps: on a quiet machine a step takes tens of milliseconds, and each stage below must catch the job mid-run.
     job = engine.submit(config)
     job = _poll_until(engine.runner, job.id, lambda j: j.stage == "training" and j.step >= 3, timeout=600)
 
@@ -123,10 +124,10 @@ def test_cancel_kill_and_resume_of_a_two_process_job_in_the_apps_runner(engine):
     engine.runner.resume(job.id, num_processes=1)
     job = engine.runner.wait(job.id)
     assert job.status == "completed", job.error
-    assert job.step == 40 and "world_size" not in job.final_metrics
+    assert job.step == 300 and "world_size" not in job.final_metrics
     assert f"resuming from {Path(job.output_dir) / f'checkpoint-{stopped_at}'}" in jobs.log_path(job).read_text()
     steps = [p.step for p in jobs.metric_points(job.id) if p.loss is not None]
-    assert steps[-1] == 40 and steps[:stopped_at] == list(range(1, stopped_at + 1))
+    assert steps[-1] == 300 and steps[:stopped_at] == list(range(1, stopped_at + 1))
 
 
 def _config(**distributed_settings) -> JobConfig:
