@@ -16,10 +16,12 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def _engine():
+def _engine(judge_jobs: bool = True):
+    """The engine; `judge_jobs`: also mark the jobs a vanished runner left running as interrupted (commands that
+    queue or follow jobs do; export and join, which may run beside the web app's runner, do not)."""
     from modelforge.engine import Engine
 
-    return Engine.from_env()
+    return Engine.from_env() if judge_jobs else Engine.open()
 
 
 def _format_duration(seconds: float | None) -> str:
@@ -56,11 +58,11 @@ def _follow(engine, job) -> int:
         bar.refresh()
 
     try:
-        job = engine.runner.wait(job.id, on_update=show)
+        job = engine.wait(job.id, on_update=show)
     except KeyboardInterrupt:
         print("\ncancelling: the job stops at its next step and saves a checkpoint (Ctrl-C again to leave it)")
-        engine.runner.cancel(job.id)
-        job = engine.runner.wait(job.id, on_update=show)
+        engine.cancel(job.id)
+        job = engine.wait(job.id, on_update=show)
     finally:
         bar.close()
     print(f"job {job.id} {job.status}: {job.output_dir}")
@@ -80,17 +82,17 @@ def cmd_train(args) -> int:
 
 def cmd_validate(args) -> int:
     """Check datasets for the task (and strategy) as Validate in the Dataset tab does: every problem with its line."""
-    from modelforge import data
+    from modelforge.engine import Engine
     from modelforge.errors import ConfigError
 
     columns = dict(pair.partition("=")[::2] for pair in args.column or [])
     if "" in columns or "" in columns.values():
         raise ConfigError("--column: expected field=column, e.g. --column input=question")
-    fields = STRATEGIES[args.strategy].fields(args.task) if args.strategy else TASKS[args.task].fields
+    fields = Engine.dataset_fields(args.task, args.strategy)
     failed = 0
     for source in args.datasets:
         try:
-            report = data.validate(source, args.task, columns or None, fields)
+            report = Engine.validate_dataset(source, args.task, columns or None, fields)
         except ModelForgeError as exc:
             print(f"error: {exc}")  # it names the source
             failed += 1
@@ -104,17 +106,11 @@ def cmd_validate(args) -> int:
 
 def cmd_resume(args) -> int:
     engine = _engine()
-    return _follow(engine, engine.runner.resume(args.job, args.num_processes))
+    return _follow(engine, engine.resume(args.job, args.num_processes))
 
 
 def cmd_join(args) -> int:
-    from modelforge.db import init_database
-    from modelforge.launch import join
-    from modelforge.settings import Settings
-
-    settings = Settings.from_env()
-    init_database(settings)
-    return join(args.job, settings, args.machine_rank)
+    return _engine(judge_jobs=False).join(args.job, args.machine_rank)
 
 
 def cmd_cancel(args) -> int:
@@ -139,85 +135,49 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from modelforge import jobs
-
     engine = _engine()
-    job = jobs.get_job(args.job)
-    print(f"job {job.id}: {job.name}")
+    view = engine.job_view(args.job)
+    print(f"job {view['id']}: {view['name']}")
     for label, value in (
-        ("status", job.status),
-        ("stage", job.stage),
-        ("progress", f"{job.step}/{job.total_steps or '?'}"),
-        ("eta", _format_duration(job.eta_seconds) if job.status == "running" else "-"),
-        ("output", job.output_dir),
-        ("created", job.created_at),
-        ("started", job.started_at),
-        ("finished", job.finished_at),
+        ("status", view["status"]),
+        ("stage", view["stage"]),
+        ("progress", f"{view['step']}/{view['total_steps'] or '?'}"),
+        ("eta", _format_duration(view["eta_seconds"]) if view["status"] == "running" else "-"),
+        ("output", view["output_dir"]),
+        ("created", view["created_at"]),
+        ("started", view["started_at"]),
+        ("finished", view["finished_at"]),
     ):
         print(f"  {label:<9} {value}")
-    view = engine.job_view(job.id)
     print(f"  {'launch':<9} {view['launch']}")
     for rank in view["ranks"]:
         print(f"  rank {rank['rank']:<4} machine {rank['machine']} · {rank['host']} pid {rank['pid']} · {rank['device']} · "
               f"{rank['state']} at step {rank['step']}")
-    if job.error:
-        print("  error    " + job.error.replace("\n", "\n           "))
-    if job.final_metrics:
-        print("  metrics  " + json.dumps(job.final_metrics))
-    print("config:\n  " + engine.job_config(job).to_yaml().rstrip().replace("\n", "\n  "))
+    if view["error"]:
+        print("  error    " + view["error"].replace("\n", "\n           "))
+    if view["metrics"]:
+        print("  metrics  " + json.dumps(view["metrics"]))
+    print("config:\n  " + view["config"].to_yaml().rstrip().replace("\n", "\n  "))
     return 0
 
 
 def cmd_eval(args) -> int:
-    from pathlib import Path
+    from modelforge.evaluation import format_table
 
-    from modelforge import data, evaluation, jobs
-    from modelforge.config import JobConfig
-    from modelforge.errors import JobError
-    from modelforge.training import resolve_dataset_source, runnable_strategy, split_records
-
-    engine = _engine()
-    job = None
-    if args.target.isdigit():
-        job = jobs.get_job(args.target)
-        if job.status != "completed":
-            raise JobError(f"Job {job.id} is {job.status}; only a completed job has a tuned model to evaluate.")
-        config = engine.job_config(job)
-    else:
-        config = JobConfig.load(args.target)
-    if args.max_samples:
-        config.evaluation.max_samples = args.max_samples
-    fields = runnable_strategy(config).fields(config.task)
-
-    def read(source: str) -> list[dict]:
-        return data.load_records(resolve_dataset_source(source), config.task, config.columns or None, fields)
-
-    if args.dataset:
-        records = read(args.dataset)
-    elif config.eval_dataset:
-        records = read(config.eval_dataset)
-    else:  # the rows the job held out: the same split, from the same seed
-        records = split_records(read(config.dataset), config.training.eval_split, config.training.seed)[1]
-    result = evaluation.evaluate_saved(config, engine.settings, records, Path(job.output_dir) if job else None)
-    if job:
-        name = Path(args.dataset).stem if args.dataset else "held-out"
-        saved = Path(job.output_dir) / f"evaluation-{name}.json"
-        saved.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    result, saved = _engine().evaluate(args.target, args.dataset, args.max_samples)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(evaluation.format_table(result))
-        if job:
+        print(format_table(result))
+        if saved:
             print(f"saved: {saved}")
     return 0
 
 
 def cmd_demo_model(args) -> int:
-    from modelforge.demo_model import ensure_demo_model
-    from modelforge.settings import Settings
+    from modelforge.engine import Engine
 
-    settings = Settings.from_env()
-    print(ensure_demo_model(settings.models_dir, args.kind))
+    print(Engine.build_demo_model(args.kind))
     return 0
 
 
@@ -228,19 +188,13 @@ def _print_progress(fraction: float, message: str) -> None:
 
 
 def cmd_export(args) -> int:
-    from modelforge import export, jobs
-    from modelforge.db import init_database
-    from modelforge.settings import Settings
-
-    settings = Settings.from_env()
-    init_database(settings)
-    job = jobs.get_job(args.job)
+    engine = _engine(judge_jobs=False)
     if args.merged:
-        print(export.merge_job(job, settings, progress=_print_progress))
+        print(engine.export_merged(args.job, progress=_print_progress, in_process=True))
     else:
-        folder = export.model_folder(job)
+        folder, adapter = engine.trained_model(args.job)
         print(folder)
-        kind = "a LoRA adapter: add --merged for a standalone model" if export.is_adapter(folder) else "the full model"
+        kind = "a LoRA adapter: add --merged for a standalone model" if adapter else "the full model"
         print(f"({kind})", file=sys.stderr)
     return 0
 

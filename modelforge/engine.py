@@ -5,11 +5,15 @@ It stays light to import (no torch, transformers or trl): training happens in wo
 
 from __future__ import annotations
 
+import json
+import random
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelforge import data, dataset_store, demo_model, distributed, export, fit, gguf, hardware, hub, jobs, label_mask
 from modelforge.accounts import LOCAL, Account, SignIn
@@ -17,15 +21,31 @@ from modelforge.config import DistributedConfig, JobConfig, preset_overrides
 from modelforge.db import DatasetRecord, Job, JobRank, database, init_database
 from modelforge.demo_model import DEMO_MODELS, demo_kind
 from modelforge.errors import DatasetError, JobError
-from modelforge.inference import ModelHost
+from modelforge.inference import ModelHost, job_source, path_source
 from modelforge.providers import PROVIDERS
 from modelforge.runner import JobRunner
 from modelforge.settings import ASSETS_DIR, Settings
 from modelforge.strategies import STRATEGIES
-from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS
-from modelforge.training import resolve_dataset_source, resolve_init_from, runnable_strategy
+from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS, TASKS
+from modelforge.training import resolve_dataset_source, resolve_init_from, runnable_strategy, split_records
 
 SAMPLES_DIR = ASSETS_DIR / "samples"
+PREVIEW_ROWS = 5  # rows of a dataset shown as the model sees them, and X-rayed
+STATS_SAMPLE = 20_000  # token lengths of bigger datasets are estimated from a random sample of this many rows
+
+
+@dataclass(frozen=True)
+class DatasetLook:
+    """What the model will see of a dataset's valid rows, read with the chosen model's tokenizer."""
+
+    rows: list[str]  # the first rows rendered as the model sees them (its chat template applied)
+    stats: dict[str, Any]  # dataset_store.token_stats of the rows (or of a random sample of them)
+    figure: Any  # the token-length histogram (a matplotlib Figure)
+    model: str  # the name of the folder whose tokenizer was used
+    note: str  # why another tokenizer than the one asked for was used, or ""
+    sampled_from: int | None  # the number of rows, when the statistics come from a sample of them
+    masks: list[label_mask.RowMask]  # the trained tokens of the first rows, where the label mask applies
+    refusal: DatasetError | None  # why the SFT strategy would learn nothing useful from these rows, or None
 
 
 @dataclass
@@ -43,11 +63,18 @@ class Engine:
 
     @classmethod
     def create(cls, settings: Settings, max_concurrent: int = 1) -> "Engine":
+        engine = cls.open(settings, max_concurrent)
+        engine.runner.recover()
+        return engine
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, max_concurrent: int = 1) -> "Engine":
+        """The engine on the job store, without judging the jobs other runners left running: for commands that only
+        export or join (the web app's export child process among them)."""
+        settings = settings or Settings.from_env()
         settings.ensure_dirs()
         init_database(settings)
-        runner = JobRunner(settings, max_concurrent=max_concurrent)
-        runner.recover()
-        return cls(settings=settings, runner=runner)
+        return cls(settings=settings, runner=JobRunner(settings, max_concurrent=max_concurrent))
 
     def check(self, config: JobConfig) -> None:
         """Everything that can be known to be wrong before a worker starts, as one clear error."""
@@ -154,9 +181,93 @@ class Engine:
         """The config sections a Finetune preset sets for `model` (None: the demo model), sized by its parameters."""
         return preset_overrides(preset, fit.model_params_b(model, self.settings.models_dir))
 
-    def resume(self, job_id: int, account: Account = LOCAL) -> Job:
+    def resume(self, job_id: int, num_processes: int | None = None, account: Account = LOCAL) -> Job:
+        """Queue a stopped job again, from its last checkpoint; `num_processes`: per machine, for a DDP job."""
         self.job_for(account, job_id)
-        return self.runner.resume(job_id)
+        return self.runner.resume(job_id, num_processes)
+
+    def wait(self, job_id: int, on_update: Callable[[Job], None] | None = None) -> Job:
+        """Run the queue up to this job (in this process) and return it once it has finished."""
+        return self.runner.wait(job_id, on_update=on_update)
+
+    def join(self, job_id: int, machine_rank: int) -> int:
+        """Run this machine's ranks of a multi-machine job started on machine 0; 0 when they ended normally."""
+        from modelforge.launch import join
+
+        return join(job_id, self.settings, machine_rank)
+
+    @staticmethod
+    def build_demo_model(kind: str, settings: Settings | None = None) -> Path:
+        """Build (once) a built-in demo model; its folder."""
+        return demo_model.ensure_demo_model((settings or Settings.from_env()).models_dir, kind)
+
+    # -- datasets ------------------------------------------------------------------------------------
+    @staticmethod
+    def dataset_fields(task: str, strategy: str | None = None) -> tuple[str, ...]:
+        """The fields a strategy reads for the task; the task's own fields when no strategy is chosen."""
+        return STRATEGIES[strategy].fields(task) if strategy in STRATEGIES else TASKS[task].fields
+
+    @staticmethod
+    def dataset_source(file: str | None, hub_id: str | None) -> str:
+        """What a page names as a dataset, checked: an upload (its type and size), else a Hub dataset id. A page is no
+        way into the server's files: a path typed there is refused."""
+        if file:
+            dataset_store.check_upload(file, Path(file).name)
+            return file
+        if hub_id and hub_id.strip():
+            hub_id = hub_id.strip()
+            if not data.is_hub_id(hub_id):
+                raise DatasetError(
+                    f"{hub_id!r} is not a Hugging Face Hub dataset id (owner/name or owner/name:split); "
+                    "upload a file from your computer with the upload box instead."
+                )
+            return hub_id
+        raise DatasetError("Upload a file or enter a Hugging Face Hub dataset id first.")
+
+    @staticmethod
+    def inspect_upload(file: str, fields: tuple[str, ...]) -> tuple[str, int, list[str], dict[str, str]]:
+        """A newly uploaded file: (its safe file name, its number of rows, its columns, their automatic mapping to
+        `fields`)."""
+        safe_name = dataset_store.check_upload(file, Path(file).name)
+        rows = data.read_rows(file)
+        names = list(dict.fromkeys(column for row in rows for column in row.values))
+        return safe_name, len(rows), names, data.detect_columns(names, fields)
+
+    @staticmethod
+    def map_columns(names: list[str], fields: tuple[str, ...]) -> dict[str, str]:
+        """The automatic mapping of a file's columns to the fields."""
+        return data.detect_columns(names, fields)
+
+    @staticmethod
+    def validate_dataset(
+        source: str, task: str, columns: dict[str, str] | None = None, fields: tuple[str, ...] | None = None
+    ) -> data.ValidationReport:
+        """Every problem of a dataset (a file, or a Hub id) for the task, with its line; the valid rows."""
+        return data.validate(source, task, columns or None, fields)
+
+    def dataset_look(
+        self, records: list[dict], task: str, strategy: str | None, model: str | None, max_length: int | None
+    ) -> DatasetLook:
+        """The valid rows as `model`'s tokenizer (the task's demo model when empty) renders them, their token lengths
+        and, where SFT's label mask applies, its X-ray and its refusal. NotReadyError while the demo model builds."""
+        sample = records if len(records) <= STATS_SAMPLE else random.Random(0).sample(records, STATS_SAMPLE)
+        max_length = int(max_length or dataset_store.DEFAULT_MAX_LENGTH)
+        folder, note = dataset_store.resolve_model_folder(self.settings, model, task)
+        rows = dataset_store.preview(records, task, folder, PREVIEW_ROWS)
+        stats = dataset_store.token_stats(sample, task, folder, max_length)
+        tokenizer = dataset_store.load_tokenizer(folder)
+        masks, refusal = [], None
+        if label_mask.applies(strategy, task, tokenizer):
+            masks = label_mask.xray(tokenizer, records[:PREVIEW_ROWS], task, max_length)
+            try:
+                label_mask.check(tokenizer, sample, task, max_length)
+            except DatasetError as exc:
+                refusal = exc
+        return DatasetLook(
+            rows=rows, stats=stats, figure=dataset_store.token_histogram(stats["lengths"], stats["max_length"]),
+            model=folder.name, note=note, sampled_from=len(records) if sample is not records else None,
+            masks=masks, refusal=refusal,
+        )
 
     def dataset_choices(self, task: str, strategy: str = "sft", account: Account = LOCAL) -> list[tuple[str, str]]:
         """Saved datasets of this task, then the bundled samples for it: `<task>.jsonl`, and `<task>-demo.jsonl` where
@@ -192,11 +303,29 @@ class Engine:
         names = {record.name for record in self._visible(DatasetRecord.select(DatasetRecord.name), DatasetRecord, account)}
         return [record for record in dataset_store.list_datasets() if record["name"] in names]
 
-    def save_dataset(self, name: str, path, task: str, columns: dict, fields, account: Account = LOCAL) -> dict:
-        record = dataset_store.save_dataset(self.settings, name, path, task, columns, fields)
+    def save_dataset(
+        self, name: str, source, task: str, columns: dict, fields, account: Account = LOCAL, upload: bool = False
+    ) -> dict:
+        """Validate and record a dataset under `name`, owned by `account`. With `upload`, `source` is an upload's
+        temporary file: a copy of it is kept in the data folder (and removed again when the dataset is refused)."""
+        name = dataset_store.check_name(name)
+        path = dataset_store.store_upload(self.settings, source, Path(source).name) if upload else source
+        try:
+            record = dataset_store.save_dataset(self.settings, name, path, task, columns, fields)
+        except BaseException:
+            if upload:
+                path.unlink(missing_ok=True)
+            raise
         if account.name is not None:
             DatasetRecord.update(owner=account.name).where(DatasetRecord.name == record["name"]).execute()
         return record
+
+    def delete_dataset(self, name: str, account: Account = LOCAL) -> None:
+        """Forget a saved dataset `account` may control, and its stored file when nothing else uses it."""
+        record = DatasetRecord.get_or_none(DatasetRecord.name == name)
+        if record is not None and not account.may_control(record.owner):
+            raise DatasetError(f"The saved dataset {name!r} belongs to another user.")
+        dataset_store.delete_dataset(self.settings, name)
 
     def delete_job(self, job_id: int, account: Account = LOCAL) -> None:
         """Remove a finished job, its metric points and its own output folder; never a running job."""
@@ -272,9 +401,94 @@ class Engine:
         path.write_text(config.to_yaml(), encoding="utf-8")
         return str(path), f"python -m modelforge train {path.name}"
 
-    def export_merged(self, job_id: int, progress: export.Progress | None = None, account: Account = LOCAL) -> Path:
-        """Merge a LoRA job's adapter into its base, in a child process (torch stays out of this one)."""
-        return export.merge_job_in_subprocess(self.job_for(account, job_id), self.settings, progress)
+    def export_merged(
+        self, job_id: int, progress: export.Progress | None = None, account: Account = LOCAL, in_process: bool = False
+    ) -> Path:
+        """Merge a LoRA job's adapter into its base, in a child process (torch stays out of this one); `in_process`:
+        here, for the CLI (which is that child process)."""
+        merge = export.merge_job if in_process else export.merge_job_in_subprocess
+        return merge(self.job_for(account, job_id), self.settings, progress)
+
+    def trained_model(self, job_id: int, account: Account = LOCAL) -> tuple[Path, bool]:
+        """(the folder of a completed job's model, whether it is a LoRA adapter rather than a full model)."""
+        folder = export.model_folder(self.job_for(account, job_id))
+        return folder, export.is_adapter(folder)
+
+    # -- evaluation ----------------------------------------------------------------------------------
+    def evaluate(
+        self, target: str, dataset: str | None = None, max_samples: int | None = None, account: Account = LOCAL
+    ) -> tuple[dict, Path | None]:
+        """Score a completed job's model against its base (`target` a job id), or a config's model alone (`target` a
+        YAML file), on `dataset`, else the config's eval_dataset, else the rows the job held out (the same split from
+        the same seed). Runs here, with torch: the CLI's command. (the before/after table, where a job's is saved)."""
+        from modelforge import evaluation
+
+        job = None
+        if target.isdigit():
+            job = self.job_for(account, int(target))
+            if job.status != "completed":
+                raise JobError(f"Job {job.id} is {job.status}; only a completed job has a tuned model to evaluate.")
+            config = self.job_config(job)
+        else:
+            config = JobConfig.load(target)
+        if max_samples:
+            config.evaluation.max_samples = max_samples
+        fields = runnable_strategy(config).fields(config.task)
+
+        def read(source: str) -> list[dict]:
+            return data.load_records(resolve_dataset_source(source), config.task, config.columns or None, fields)
+
+        if dataset:
+            records = read(dataset)
+        elif config.eval_dataset:
+            records = read(config.eval_dataset)
+        else:
+            records = split_records(read(config.dataset), config.training.eval_split, config.training.seed)[1]
+        result = evaluation.evaluate_saved(config, self.settings, records, Path(job.output_dir) if job else None)
+        if job is None:
+            return result, None
+        saved = Path(job.output_dir) / f"evaluation-{Path(dataset).stem if dataset else 'held-out'}.json"
+        saved.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        return result, saved
+
+    # -- the playground ------------------------------------------------------------------------------
+    def load_model(
+        self, job_id: int | None, model_text: str | None, task: str, compare: bool, account: Account = LOCAL
+    ) -> str | None:
+        """Start loading a model into the shared `model_host` (a typed folder or hub id, else a finished job's model),
+        beside its base when `compare`; the name the status line shows, or None when nothing was chosen. The load
+        runs on in the background: `model_host` tells when it ends."""
+        if model_text and model_text.strip():
+            source = path_source(model_text, task)
+        elif job_id is not None:
+            source = job_source(self.job_for(account, job_id), self.settings)
+        else:
+            return None
+        self.model_host.load(source, compare=compare)
+        return source.name
+
+    # -- the machine ---------------------------------------------------------------------------------
+    def hardware_report(self) -> hardware.HardwareReport:
+        return hardware.detect(self.settings.home)
+
+    @staticmethod
+    def recommended_models(profile: str, task: str) -> list[dict]:
+        """The models recommended for a hardware profile and task: id, params_b, method, note."""
+        return hardware.recommended_models(profile, task)
+
+    def local_models(self) -> list[str]:
+        """Model folders in the data folder (the demo models, merged models) that the estimate can read."""
+        folder = self.settings.models_dir
+        return sorted(path.name for path in folder.iterdir() if (path / "config.json").is_file()) if folder.is_dir() else []
+
+    def estimate_fit(
+        self, model: str, params_b: float | None, setup: fit.FitSetup, budget_gb: float | None = None
+    ) -> fit.FitEstimate:
+        """Will training `model` (or a model of `params_b` billion parameters) this way fit in `budget_gb`, this
+        machine's memory for training when not given."""
+        shape = fit.resolve_model(model, params_b or None, self.settings.models_dir)
+        budget = budget_gb if budget_gb and budget_gb > 0 else self.hardware_report().to_dict()["memory_budget_gb"]
+        return fit.estimate(shape, setup, budget)
 
     def push_to_hub(self, job_id: int, repo_id: str, account: Account = LOCAL, **options) -> hub.PushResult:
         """Push a job's adapter or merged model with a model card; `options` are hub.push_job's keywords."""
