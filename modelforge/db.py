@@ -1,4 +1,4 @@
-"""The job store: jobs, their metric points, and the datasets and models they produced (Peewee)."""
+"""The job store's tables: jobs, their metric points and ranks, and the saved datasets (Peewee), and opening it."""
 
 from __future__ import annotations
 
@@ -70,7 +70,6 @@ class Job(BaseModel):
     status = CharField(default="queued", index=True)
     stage = CharField(default="queued")
     output_dir = CharField()
-    dataset = ForeignKeyField(DatasetRecord, null=True, backref="jobs", on_delete="SET NULL")
     created_at = DateTimeField(default=utcnow)
     started_at = DateTimeField(null=True)
     finished_at = DateTimeField(null=True)
@@ -127,17 +126,6 @@ class MetricPoint(BaseModel):
         table_name = "metric_points"
 
 
-class ModelArtifact(BaseModel):
-    job = ForeignKeyField(Job, backref="artifacts", on_delete="CASCADE")
-    kind = CharField()  # adapter | full-model | checkpoint | merged | reward-model
-    path = CharField()
-    created_at = DateTimeField(default=utcnow)
-    owner = CharField(null=True)  # who exported or pushed it
-
-    class Meta:
-        table_name = "model_artifacts"
-
-
 class JobRank(BaseModel):
     """One process of a distributed job, written by that process: where it runs and how far it got."""
 
@@ -159,7 +147,10 @@ class JobRank(BaseModel):
         indexes = ((("job", "rank"), True),)
 
 
-TABLES = (DatasetRecord, Job, MetricPoint, ModelArtifact, JobRank)
+TABLES = (DatasetRecord, Job, MetricPoint, JobRank)
+# What older versions wrote and nothing read (a job's dataset row, a table of produced models): dropped on opening.
+RETIRED_TABLES = ("model_artifacts",)
+RETIRED_COLUMNS = (("jobs", "dataset_id"),)
 
 
 def init_database(settings: Settings):
@@ -184,6 +175,9 @@ def init_database(settings: Settings):
         with exclusive_transaction(SCHEMA_LOCK_KEY):  # processes starting together must not create a table twice
             db.create_tables(TABLES, safe=True)
             _add_missing_columns(db)
+            for table in RETIRED_TABLES:
+                db.execute_sql(f'DROP TABLE IF EXISTS "{table}"')
+        _drop_retired_columns(db)
     except (RuntimeError, ValueError) as exc:  # db_url: an unknown scheme, no database name
         raise DatabaseError(
             f"DATABASE_URL {redact(url)} is not a database address ({exc}); it looks like "
@@ -254,3 +248,29 @@ def _add_missing_columns(db) -> None:
         missing = [field for field in model._meta.sorted_fields if field.column_name not in present]
         if missing:
             migrate(*(migrator.add_column(model._meta.table_name, field.column_name, field) for field in missing))
+
+
+def _drop_retired_columns(db) -> None:
+    """Drop the columns older versions wrote and nothing reads. SQLite cannot drop a foreign-key column in place:
+    the table is rebuilt, with foreign keys off meanwhile (else dropping the old table would cascade into the rows
+    that refer to it), as SQLite's documentation prescribes."""
+    retired = [(table, column) for table, column in RETIRED_COLUMNS
+               if column in {present.name for present in db.get_columns(table)}]
+    if not retired:
+        return
+    migrator = SchemaMigrator.from_database(db)
+    if not isinstance(db, SqliteDatabase):
+        with exclusive_transaction(SCHEMA_LOCK_KEY):
+            migrate(*(migrator.drop_column(table, column) for table, column in retired
+                      if column in {present.name for present in db.get_columns(table)}))
+        return
+    db.execute_sql("PRAGMA foreign_keys = OFF")  # outside any transaction: SQLite ignores it inside one
+    try:
+        with db.atomic("IMMEDIATE"):
+            for table, column in retired:
+                if column in {present.name for present in db.get_columns(table)}:  # another process was first
+                    migrate(migrator.drop_column(table, column, legacy=True))
+            if db.execute_sql("PRAGMA foreign_key_check").fetchall():
+                raise OperationalError("the rebuilt tables break a foreign key")
+    finally:
+        db.execute_sql("PRAGMA foreign_keys = ON")

@@ -16,7 +16,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from modelforge import jobs
 from modelforge.config import JobConfig
 from modelforge.errors import ModelForgeError
 from modelforge.settings import Settings
@@ -129,7 +128,6 @@ def merge_job(job, settings: Settings, progress: Progress | None = None) -> Path
             report(1.0, f"already merged: {target}")
             return target
         raise
-    jobs.add_artifact(job.id, "merged", target)
     report(1.0, f"merged model saved to {target}")
     log.info("merged job %d into %s", job.id, target)
     return target

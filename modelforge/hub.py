@@ -156,7 +156,6 @@ def push_job(
         if isinstance(exc, HubError):
             raise HubError(str(exc) + after) from None
         raise
-    jobs.add_artifact(job.id, "hub", commit.commit_url)
     report(1.0, "done")
     log.info("pushed job %d to %s (%s)", job.id, repo_id, commit.commit_url)
     return PushResult(

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from modelforge.db import Job, MetricPoint, ModelArtifact, database, utcnow
+from modelforge.db import Job, MetricPoint, database, utcnow
 from modelforge.errors import JobError
 
 LOG_FILE = "train.log"
@@ -47,12 +47,6 @@ def record_metrics(job_id: int, step: int, **values: float | None) -> None:
     with database.atomic():
         MetricPoint.create(job=job_id, step=step, **values)
         update(job_id, step=step, **{key: value for key, value in values.items() if value is not None})
-
-
-def add_artifact(job_id: int, kind: str, path: Path | str) -> None:
-    """Record what a job produced (a model, a merged export, a Hub commit), owned by the job's owner."""
-    owner = Job.select(Job.owner).where(Job.id == job_id).scalar()
-    ModelArtifact.create(job=job_id, kind=kind, path=str(path), owner=owner)
 
 
 def finish(job_id: int, status: str, error: str | None = None, metrics: dict | None = None) -> None:

@@ -291,8 +291,6 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
         if main:
             reason = f"{diagnosis} Checkpoint: {saved}." if diagnosis else f"Cancelled at step {steps}; checkpoint {saved}."
             jobs.finish(job.id, status, error=reason)
-            if saved:
-                jobs.add_artifact(job.id, "checkpoint", saved)
         log.info("%s at step %d: %s", status, steps, diagnosis or "the user cancelled")
         return
 
@@ -337,6 +335,5 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
     resolved.training.gradient_checkpointing = runtime.gradient_checkpointing
     (output_dir / CONFIG_FILE).write_text(resolved.to_yaml(), encoding="utf-8")
     (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    jobs.add_artifact(job.id, "adapter" if config.lora else "full-model", output_dir)
     jobs.finish(job.id, "completed", metrics=metrics)
     log.info("completed: %s", json.dumps(metrics))

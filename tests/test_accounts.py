@@ -107,7 +107,7 @@ def test_a_user_sees_and_controls_only_their_own_jobs_an_admin_all_checked_in_th
     assert [job.name for job in engine.list_jobs(ADMIN)] == ["bob-run", "alice-run"]
 
 
-def test_jobs_datasets_and_exports_record_their_owner(engine, mapping_dataset, tmp_path):
+def test_jobs_and_datasets_record_their_owner(engine, mapping_dataset):
     sample = str(mapping_dataset["train"])
     record = engine.save_dataset("alice-words", sample, "text-generation", {}, None, ALICE)
     assert DatasetRecord.get(DatasetRecord.name == "alice-words").owner == "alice"
@@ -120,8 +120,6 @@ def test_jobs_datasets_and_exports_record_their_owner(engine, mapping_dataset, t
         engine.submit(JobConfig(dataset="alice-words", training={"max_steps": 1}), BOB)
     job = engine.submit(JobConfig(dataset="alice-words", training={"max_steps": 1}), ALICE)
     assert jobs.get_job(job.id).owner == "alice"
-    jobs.add_artifact(job.id, "merged", tmp_path / "merged")
-    assert [artifact.owner for artifact in jobs.get_job(job.id).artifacts] == ["alice"]
 
 
 def test_an_older_database_gains_owner_columns_its_rows_visible_to_admins_only(engine, tmp_path, monkeypatch):
@@ -141,7 +139,7 @@ def test_an_older_database_gains_owner_columns_its_rows_visible_to_admins_only(e
     monkeypatch.setenv("MODELFORGE_DB_PATH", str(old))
     init_database(Settings.from_env())
     with sqlite3.connect(old) as connection:
-        for table in ("jobs", "datasets", "model_artifacts"):
+        for table in ("jobs", "datasets"):
             assert "owner" in [row[1] for row in connection.execute(f"PRAGMA table_info({table})")], table
     connection.close()
     assert Job.get(Job.name == "old").owner is None

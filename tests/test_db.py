@@ -50,6 +50,43 @@ def test_a_database_made_by_an_older_version_gains_the_new_columns(settings):
     assert [(job.name, job.supervisor) for job in Job.select()] == [("old", None)]  # the row it held is kept
 
 
+@pytest.mark.both_databases
+def test_a_database_made_by_an_older_version_loses_what_nothing_reads_and_keeps_its_rows(settings):
+    """Older versions kept each job's dataset row (jobs.dataset_id) and a table of produced models: opening such a
+    database drops both; its jobs, their metric points and its datasets stay, and jobs are written and deleted as
+    before."""
+    from peewee import ForeignKeyField
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    from modelforge import jobs
+    from modelforge.db import DatasetRecord, MetricPoint
+
+    db = init_database(settings)
+    migrate(SchemaMigrator.from_database(db).add_column(
+        "jobs", "dataset_id", ForeignKeyField(DatasetRecord, null=True, field=DatasetRecord.id, on_delete="SET NULL")))
+    db.execute_sql("CREATE TABLE model_artifacts (id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL REFERENCES jobs (id) "
+                   "ON DELETE CASCADE, kind VARCHAR(255) NOT NULL, path VARCHAR(255) NOT NULL)")
+    dataset = DatasetRecord.create(name="words", task="text-generation", path="/words.jsonl", rows=3)
+    old = Job.create(name="old", config="{}", output_dir="/x")
+    db.execute_sql(f"UPDATE jobs SET dataset_id = {dataset.id} WHERE id = {old.id}")
+    db.execute_sql(f"INSERT INTO model_artifacts VALUES (1, {old.id}, 'adapter', '/x')")
+    jobs.record_metrics(old.id, step=5, loss=0.5)
+    database.close()
+
+    init_database(settings)
+    assert "dataset_id" not in {column.name for column in database.get_columns("jobs")}
+    assert "model_artifacts" not in database.get_tables()
+    assert [(job.name, job.step, job.loss) for job in Job.select()] == [("old", 5, 0.5)]
+    assert [(point.step, point.loss) for point in MetricPoint.select()] == [(5, 0.5)]
+    assert [record.name for record in DatasetRecord.select()] == ["words"]
+    new = Job.create(name="new", config="{}", output_dir="/y")
+    old.delete_instance(recursive=True)
+    assert [job.name for job in Job.select()] == ["new"] and MetricPoint.select().count() == 0
+    database.close()
+    init_database(settings)  # opening it again finds nothing left to drop
+    assert Job.get_by_id(new.id).name == "new"
+
+
 BAD_URLS = [
     ("postgresql://postgres:s3cret@127.0.0.1:{port}/jobs",
      "Cannot open the database postgresql://postgres:***@127.0.0.1:{port}/jobs: connection to server"),

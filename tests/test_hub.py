@@ -16,7 +16,6 @@ import pytest
 from huggingface_hub import ModelCard, constants
 
 from modelforge import export, jobs
-from modelforge.db import ModelArtifact
 from modelforge.hub import HubError, push_job, upload_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +50,7 @@ def assert_token_stored_nowhere(engine, job_id):
     """Not in any row of any table, any file of the data folder (database, job folders, logs), nor an exported config."""
     connection = sqlite3.connect(engine.settings.database_path)
     tables = [name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    assert "model_artifacts" in tables
+    assert "jobs" in tables
     for table in tables:
         for row in connection.execute(f'SELECT * FROM "{table}"'):
             assert TOKEN not in repr(row), table
@@ -147,8 +146,7 @@ def test_push_uploads_the_adapter_a_model_card_and_the_loss_curve_and_stores_the
     reply = run_usage_snippet(card, repo.files, snippet_folder, demo_model_path)
     assert reply == greedy_reply(demo_model_path, adapter=folder)
 
-    artifacts = [(a.kind, a.path) for a in ModelArtifact.select().where(ModelArtifact.job == evaluated_job.id)]
-    assert ("hub", result.commit_url) in artifacts and result.commit_url.startswith(f"{fake_hub.url}/alice/demo/commit/")
+    assert result.commit_url.startswith(f"{fake_hub.url}/alice/demo/commit/")
     assert TOKEN not in card.content and TOKEN not in caplog.text
     assert_token_stored_nowhere(engine, evaluated_job.id)
 
@@ -224,7 +222,6 @@ def test_an_upload_failing_under_xet_is_a_clear_error_and_leaves_no_empty_repo_b
     assert TOKEN not in str(error.value)
     assert ("GET", "/api/models/alice/demo/xet-write-token/main") in fake_hub.requests  # the Xet path was taken
     assert fake_hub.create_payloads[0]["name"] == "demo" and fake_hub.deleted == ["alice/demo"] and fake_hub.repos == {}
-    assert not ModelArtifact.select().where(ModelArtifact.kind == "hub").exists()
 
     # A repo that existed before the push is never deleted: it keeps its files and commits.
     fake_hub.add_repo("alice/kept", private=True, files={"notes.txt": b"kept"})
