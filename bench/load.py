@@ -46,7 +46,7 @@ def session(client, rounds: int, barrier: threading.Barrier, latencies: dict, er
     ]
     barrier.wait()
     for round_number in range(rounds):
-        plan = calls + ([("/start_training", lambda: client.predict(dataset_value=str(SAMPLE), api_name="/start_training"))]
+        plan = calls + ([("/start_training", lambda: client.predict(dataset=str(SAMPLE), api_name="/start_training"))]
                         if round_number == 0 else [])
         for name, call in plan:
             started = time.perf_counter()

@@ -18,9 +18,10 @@ import pandas as pd
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
-def curve_frame(plot: gr.LinePlot, rows: list[dict]) -> pd.DataFrame:
-    """The rows (dicts keyed by the plot's x, y and colour) with an integer x and a float y, also when there are none."""
-    dtypes = {plot.x: "int64", plot.y: "float64"} | ({plot.color: "str"} if plot.color else {})
+def curve_frame(chart: dict, rows: list[dict]) -> pd.DataFrame:
+    """The rows (dicts keyed by the chart's x, y and colour: a LinePlot's keywords) with an integer x and a float y,
+    also when there are none."""
+    dtypes = {chart["x"]: "int64", chart["y"]: "float64"} | ({chart["color"]: "str"} if "color" in chart else {})
     return pd.DataFrame(rows, columns=list(dtypes)).astype(dtypes)
 
 

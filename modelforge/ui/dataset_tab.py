@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
 from modelforge import data, dataset_store, label_mask
 from modelforge.errors import DatasetError, ModelForgeError, NotReadyError
@@ -142,23 +143,109 @@ def _look(settings, records: list[dict], task: str, strategy, model: str, max_le
     return shown, stats, figure, refusal, _xray_updates(masks)
 
 
+def saved_table(engine, account):
+    """The account's saved datasets as the table shows them."""
+    rows = [
+        [
+            record["name"], record["task"], record["rows"],
+            ", ".join(f"{field} ← {column}" for field, column in record["columns"].items()),
+            record["path"], str(record["created_at"])[:19],
+        ]
+        for record in engine.list_datasets(account)
+    ]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def _columns(columns: dict) -> tuple:
+    """The column chosen in each slot, in slot order, from the slots' keyword values (column_1, column_2, ...)."""
+    return tuple(columns.get(f"column_{slot}") for slot in range(1, SLOTS + 1))
+
+
+def inspect_file(engine, file, task, strategy):
+    """A newly chosen file: its columns, the automatic mapping and a suggested name."""
+    fields = fields_for(task, strategy)
+    invalid = [gr.update(interactive=False), None]
+    if not file:
+        return "", [], *_slot_updates(fields, [], {}), gr.skip(), *invalid
+    try:
+        safe_name = dataset_store.check_upload(file, Path(file).name)
+        rows = data.read_rows(file)
+    except ModelForgeError as exc:
+        return _failure(exc, file), [], *_slot_updates(fields, [], {}), gr.skip(), *invalid
+    names = list(dict.fromkeys(column for row in rows for column in row.values))
+    mapping = data.detect_columns(names, fields)
+    missing = [field for field in fields if field not in mapping]
+    message = f"**{_escape(Path(file).name)}**: {len(rows)} rows; columns: {_escape(', '.join(names))}."
+    if missing:
+        message += f" Choose a column for {', '.join(missing)}, then press **Validate**."
+    else:
+        message += " Columns mapped automatically: check them and press **Validate**."
+    return message, names, *_slot_updates(fields, names, mapping), safe_name.rsplit(".", 1)[0], *invalid
+
+
+def remap(task, strategy, names):
+    """Another task or strategy: its fields mapped afresh onto the file's columns; Save waits for a new Validate."""
+    fields = fields_for(task, strategy)
+    return *_slot_updates(fields, names, data.detect_columns(names, fields)), gr.update(interactive=False), None
+
+
+def unvalidated():
+    """A changed input: Save waits for a new Validate."""
+    return gr.update(interactive=False), None
+
+
+def validate(engine, file, hub_id, task, strategy, model, max_length, **columns):
+    """The validation report, the preview, token statistics and the X-ray; Save enabled when the rows are good."""
+    fields = fields_for(task, strategy)
+    invalid = [gr.update(interactive=False), None]
+    hidden = _xray_updates([])
+    try:
+        source = _source(file, hub_id)
+        result = data.validate(source, task, _mapping(fields, _columns(columns)) or None, fields)
+    except ModelForgeError as exc:
+        return _failure(exc, file), "", "", None, *invalid, *[gr.skip()] * SLOTS, *hidden
+    mapping = [gr.update(value=result.columns.get(field)) for field in fields]
+    mapping += [gr.skip()] * (SLOTS - len(fields))
+    shown, stats_text, figure, refusal, xray = ("", "", None, None, hidden)
+    if result.records:
+        shown, stats_text, figure, refusal, xray = _look(
+            engine.settings, result.records, task, strategy, model, max_length, file
+        )
+    if not result.ok:
+        return _report_markdown(result), shown, stats_text, figure, *invalid, *mapping, *xray
+    if refusal is not None:
+        return _failure(refusal, file), shown, stats_text, figure, *invalid, *mapping, *xray
+    key = {"source": source, "task": task, "fields": fields, "columns": result.columns}
+    return _report_markdown(result), shown, stats_text, figure, gr.update(interactive=True), key, *mapping, *xray
+
+
+def save(engine, account, name, file, hub_id, task, strategy, validated, **columns):
+    """Save the validated dataset under `name` for `account`; refused when anything changed since Validate."""
+    fields = fields_for(task, strategy)
+    try:
+        source = _source(file, hub_id)
+        current = {"source": source, "task": task, "fields": fields, "columns": _mapping(fields, _columns(columns))}
+        if validated != current:
+            raise DatasetError("Press Validate first: the dataset, task or columns changed since the last check.")
+        name = dataset_store.check_name(name)
+        path = dataset_store.store_upload(engine.settings, file, Path(file).name) if file else source
+        try:
+            record = engine.save_dataset(name, path, task, current["columns"], fields, account)
+        except BaseException:
+            if file:
+                path.unlink(missing_ok=True)
+            raise
+    except ModelForgeError as exc:
+        return _failure(exc, file), saved_table(engine, account), gr.skip(), gr.skip()
+    message = (
+        f"✅ Saved **{_escape(record['name'])}**: {record['rows']} rows for {record['task']}. "
+        "Choose it as the dataset in the Finetune tab."
+    )
+    return message, saved_table(engine, account), gr.update(interactive=False), None
+
+
 def build(engine) -> list:
     """Build the tab; returns the (function, outputs) pairs to run when a page loads."""
-    import pandas as pd
-
-    settings = engine.settings
-
-    def saved_table(account):
-        rows = [
-            [
-                record["name"], record["task"], record["rows"],
-                ", ".join(f"{field} ← {column}" for field, column in record["columns"].items()),
-                record["path"], str(record["created_at"])[:19],
-            ]
-            for record in engine.list_datasets(account)
-        ]
-        return pd.DataFrame(rows, columns=TABLE_COLUMNS)
-
     with gr.Row():
         file = gr.File(label="Upload a dataset", file_types=FILE_TYPES, type="filepath")
         with gr.Column():
@@ -211,96 +298,26 @@ def build(engine) -> list:
         refresh_button = gr.Button("Refresh", size="sm")
     table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False)  # filled when a page loads
 
-    def inspect(file, task, strategy):
-        """A newly chosen file: its columns, the automatic mapping and a suggested name."""
-        fields = fields_for(task, strategy)
-        invalid = [gr.update(interactive=False), None]
-        if not file:
-            return "", [], *_slot_updates(fields, [], {}), gr.skip(), *invalid
-        try:
-            safe_name = dataset_store.check_upload(file, Path(file).name)
-            rows = data.read_rows(file)
-        except ModelForgeError as exc:
-            return _failure(exc, file), [], *_slot_updates(fields, [], {}), gr.skip(), *invalid
-        names = list(dict.fromkeys(column for row in rows for column in row.values))
-        mapping = data.detect_columns(names, fields)
-        missing = [field for field in fields if field not in mapping]
-        message = f"**{_escape(Path(file).name)}**: {len(rows)} rows; columns: {_escape(', '.join(names))}."
-        if missing:
-            message += f" Choose a column for {', '.join(missing)}, then press **Validate**."
-        else:
-            message += " Columns mapped automatically: check them and press **Validate**."
-        return message, names, *_slot_updates(fields, names, mapping), safe_name.rsplit(".", 1)[0], *invalid
-
-    def remap(task, strategy, names):
-        fields = fields_for(task, strategy)
-        return *_slot_updates(fields, names, data.detect_columns(names, fields)), gr.update(interactive=False), None
-
-    def validate(file, hub_id, task, strategy, model, max_length, *values):
-        fields = fields_for(task, strategy)
-        invalid = [gr.update(interactive=False), None]
-        hidden = _xray_updates([])
-        try:
-            source = _source(file, hub_id)
-            result = data.validate(source, task, _mapping(fields, values) or None, fields)
-        except ModelForgeError as exc:
-            return _failure(exc, file), "", "", None, *invalid, *[gr.skip()] * SLOTS, *hidden
-        mapping = [gr.update(value=result.columns.get(field)) for field in fields]
-        mapping += [gr.skip()] * (SLOTS - len(fields))
-        shown, stats_text, figure, refusal, xray = ("", "", None, None, hidden)
-        if result.records:
-            shown, stats_text, figure, refusal, xray = _look(
-                settings, result.records, task, strategy, model, max_length, file
-            )
-        if not result.ok:
-            return _report_markdown(result), shown, stats_text, figure, *invalid, *mapping, *xray
-        if refusal is not None:
-            return _failure(refusal, file), shown, stats_text, figure, *invalid, *mapping, *xray
-        key = {"source": source, "task": task, "fields": fields, "columns": result.columns}
-        return _report_markdown(result), shown, stats_text, figure, gr.update(interactive=True), key, *mapping, *xray
-
-    def save(account, name, file, hub_id, task, strategy, key, *values):
-        fields = fields_for(task, strategy)
-        try:
-            source = _source(file, hub_id)
-            current = {"source": source, "task": task, "fields": fields, "columns": _mapping(fields, values)}
-            if key != current:
-                raise DatasetError("Press Validate first: the dataset, task or columns changed since the last check.")
-            name = dataset_store.check_name(name)
-            path = dataset_store.store_upload(settings, file, Path(file).name) if file else source
-            try:
-                record = engine.save_dataset(name, path, task, current["columns"], fields, account)
-            except BaseException:
-                if file:
-                    path.unlink(missing_ok=True)
-                raise
-        except ModelForgeError as exc:
-            return _failure(exc, file), saved_table(account), gr.skip(), gr.skip()
-        message = (
-            f"✅ Saved **{_escape(record['name'])}**: {record['rows']} rows for {record['task']}. "
-            "Choose it as the dataset in the Finetune tab."
-        )
-        return message, saved_table(account), gr.update(interactive=False), None
-
     # Reading a new file, validating and saving run one after another, in the order pressed: a Validate pressed while
     # the file is still being read must not have its result undone when the reading ends.
     in_order = dict(concurrency_id="dataset", concurrency_limit=1)
+    named_slots = {f"column_{slot}": component for slot, component in enumerate(slots, start=1)}
     file.change(
-        signed_in_only(engine, inspect), [file, task, strategy], [inspection, columns, *slots, name, save_button, validated],
-        api_name="dataset_inspect", **in_order,
+        signed_in_only(engine, inspect_file), [file, task, strategy],
+        [inspection, columns, *slots, name, save_button, validated], api_name="dataset_inspect", **in_order,
     )
     for component in (task, strategy):
         component.change(remap, [task, strategy, columns], [*slots, save_button, validated], api_name=False)
     for component in (hub_id, *slots):
-        component.input(lambda: (gr.update(interactive=False), None), None, [save_button, validated], api_name=False)
+        component.input(unvalidated, None, [save_button, validated], api_name=False)
     validate_button.click(
-        signed_in_only(engine, validate), [file, hub_id, task, strategy, model, max_length, *slots],
-        [report, preview, stats, histogram, save_button, validated, *slots, *xray_rows], api_name="dataset_validate",
-        **in_order,
+        signed_in_only(engine, validate), [file, hub_id, task, strategy, model, max_length],
+        [report, preview, stats, histogram, save_button, validated, *slots, *xray_rows], inputs_kwargs=named_slots,
+        api_name="dataset_validate", **in_order,
     )
     save_button.click(
-        as_user(engine, save), [name, file, hub_id, task, strategy, validated, *slots], [saved, table, save_button, validated],
-        api_name="dataset_save", **in_order,
+        as_user(engine, save), [name, file, hub_id, task, strategy, validated], [saved, table, save_button, validated],
+        inputs_kwargs=named_slots, api_name="dataset_save", **in_order,
     )
     saved_of_user = as_user(engine, saved_table)
     refresh_button.click(saved_of_user, None, table, api_name="dataset_list")

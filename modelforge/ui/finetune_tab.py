@@ -6,6 +6,7 @@ from functools import partial
 from typing import get_args
 
 import gradio as gr
+import pandas as pd
 
 from modelforge.config import (
     DEFAULT_PRESET,
@@ -32,7 +33,29 @@ from modelforge.ui.session import as_user
 DEMO_MODEL = "built-in demo model"
 NO_JOB = "No job yet: choose a dataset and press **Start training**."
 
-# Advanced fields: (config key, component). Their order is the order of the handler's inputs.
+LOSS_CHART = {"x": "step", "y": "value", "color": "series"}
+RATE_CHART = {"x": "step", "y": "learning rate"}
+MAIN_FIELDS = ("dataset", "task", "model", "provider", "strategy")  # the form's first row, then the advanced fields
+
+
+SECTIONS = ("lora", "evaluation", "preference", "distributed")  # prefixed in API names; training's fields are bare
+
+
+def api_name(key: str) -> str:
+    """A form field's parameter name in the app's API: its config key, training's fields bare (most of the form),
+    another section's prefixed by it (`lora_r`, `distributed_strategy`). `lora` off is full fine-tuning."""
+    return key.removeprefix("training.").replace(".", "_")
+
+
+def config_key(name: str) -> str:
+    """The config key of an API parameter name: api_name's inverse."""
+    if name in TrainingConfig.model_fields:
+        return f"training.{name}"
+    section, _, field = name.partition("_")
+    return f"{section}.{field}" if section in SECTIONS and field else name
+
+
+# Advanced fields: (config key, component), in the order the API lists them after MAIN_FIELDS.
 def _advanced_fields(preset: dict[str, dict]) -> list[tuple[str, gr.components.Component]]:
     """The fields, showing the defaults with `preset`'s values (preset_overrides) on top."""
     t, lo = TrainingConfig(**preset["training"]), LoraConfig(**preset["lora"])
@@ -53,7 +76,7 @@ def _advanced_fields(preset: dict[str, dict]) -> list[tuple[str, gr.components.C
         ("training.packing", gr.Checkbox(t.packing, label="packing")),
         ("training.save_steps", gr.Number(t.save_steps, label="checkpoint every N steps", precision=0)),
         ("training.logging_steps", gr.Number(t.logging_steps, label="log every N steps", precision=0)),
-        ("use_lora", gr.Checkbox(True, label="LoRA (off: full fine-tuning)")),
+        ("lora", gr.Checkbox(True, label="LoRA (off: full fine-tuning)")),
         ("lora.r", gr.Number(lo.r, label="LoRA rank", precision=0)),
         ("lora.alpha", gr.Number(lo.alpha, label="LoRA alpha", precision=0)),
         ("lora.dropout", gr.Number(lo.dropout, label="LoRA dropout")),
@@ -90,7 +113,7 @@ def config_from_form(dataset, task, model, provider, strategy, keys: list[str], 
         data["model"] = model.strip()
     form = dict(zip(keys, values))
     for key, value in form.items():
-        if key == "use_lora" or value in (None, ""):
+        if key == "lora" or value in (None, ""):
             continue
         if key == "quantization":
             data["quantization"] = None if value == "none" else value
@@ -101,7 +124,7 @@ def config_from_form(dataset, task, model, provider, strategy, keys: list[str], 
             data.setdefault(section, {})[field] = value
         else:
             data[key] = value.strip() if isinstance(value, str) else value
-    if not form.get("use_lora", True):
+    if not form.get("lora", True):
         data["lora"] = None
     return JobConfig.parse(data, "form")
 
@@ -173,10 +196,101 @@ def _curves(view: dict) -> tuple[list[dict], list[dict]]:
     return losses, rates
 
 
+def watch_job(engine, account, job_id):
+    """What the page shows of the job it watches (None: the account's current job): (job id, status, loss curve,
+    learning-rate curve, before/after table, held-out examples)."""
+    if job_id is None:
+        job = engine.current_job(account)
+        job_id = job.id if job else None
+    view, shown = None, NO_JOB
+    if job_id is not None:
+        try:
+            view = engine.job_view(job_id, account)
+        except ModelForgeError as exc:
+            job_id, shown = None, f"**{exc}**"
+    losses, rates = _curves(view) if view else ([], [])
+    headers, rows = evaluation_table([view] if view else [])
+    return (
+        job_id,
+        _status_markdown(view) if view else shown,
+        curve_frame(LOSS_CHART, losses),
+        curve_frame(RATE_CHART, rates),
+        pd.DataFrame(rows, columns=headers),
+        pd.DataFrame(example_rows(view) if view else [], columns=EXAMPLE_COLUMNS),
+    )
+
+
+def _form_config(dataset, task, model, provider, strategy, form: dict) -> JobConfig:
+    """The job config of the form's values, `form` keyed by the API's names of the advanced fields."""
+    return config_from_form(dataset, task, model, provider, strategy, [config_key(name) for name in form], list(form.values()))
+
+
+def start_training(engine, account, dataset, task, model, provider, strategy, **form):
+    """Queue the form's job for `account`: (the job id the page now watches, the message shown)."""
+    try:
+        config = _form_config(dataset, task, model, provider, strategy, form)
+        job = engine.submit(within_runs(config, engine.settings), account)
+    except ModelForgeError as exc:
+        return gr.skip(), f"**Could not start:** {exc}"
+    demo = engine.demo_model_state(config.task) if config.model is None else None
+    waiting = f" It trains once the demo model is built. {demo.describe()}" if demo and demo.building else ""
+    return job.id, f"Queued job #{job.id} ({job.name}).{waiting}"
+
+
+def fit_per_gpu(engine, dataset, task, model, provider, strategy, **form) -> str:
+    """The will-it-fit line of the form's job, or why it cannot be estimated."""
+    try:
+        estimate, split = engine.fit_per_gpu(_form_config(dataset or "", task, model, provider, strategy, form))
+    except ModelForgeError as exc:
+        return f"**Will it fit?** {exc}"
+    return fit_summary(estimate, split)
+
+
+def _control(action, account, job_id) -> str:
+    if job_id is None:
+        return "No job selected."
+    try:
+        job = action(job_id, account=account)
+    except ModelForgeError as exc:
+        return f"**{exc}**"
+    return f"Job #{job.id} is {job.status}" + (" (stopping at the next step)" if job.cancel_requested_at else "") + "."
+
+
+def cancel_job(engine, account, job_id) -> str:
+    return _control(engine.cancel, account, job_id)
+
+
+def resume_job(engine, account, job_id) -> str:
+    return _control(engine.resume, account, job_id)
+
+
+def export_config(engine, account, job_id):
+    """The watched job's config as a YAML file and the CLI command that reruns it."""
+    if job_id is None:
+        return None, ""
+    try:
+        return engine.export_config(job_id, account)
+    except ModelForgeError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+
+
+def preset_update(engine, keys: list[str], preset, model):
+    """A preset's values sized for the chosen model, for the fields of `keys` (config keys), whenever either changes."""
+    return _preset_values(engine.preset(preset, None if model == DEMO_MODEL else model), keys)
+
+
+def dataset_update(engine, account, task, strategy):
+    return gr.update(choices=engine.dataset_choices(task, strategy, account))
+
+
+def choices_update(engine, account, task, strategy):
+    """The datasets and models offered for the task (and strategy)."""
+    models = [DEMO_MODEL, *engine.model_choices(task)]
+    return dataset_update(engine, account, task, strategy), gr.update(choices=models)
+
+
 def build(engine) -> list:
     """Returns (function, outputs, inputs) the app runs when a page loads or the tab is opened."""
-    import pandas as pd
-
     job_id = gr.State(None)  # the job this page watches
     with gr.Row():
         with gr.Column(scale=2):
@@ -201,7 +315,6 @@ def build(engine) -> list:
                               info="the learning rate follows the model's size: a tiny demo model needs a far higher one")
             with gr.Accordion("Advanced", open=False):
                 fields = _advanced_fields(engine.preset(DEFAULT_PRESET, None))
-            keys = [key for key, _ in fields]
             components = [component for _, component in fields]
             fit_note = gr.Markdown(elem_id="fit-per-gpu")
             with gr.Row():
@@ -211,8 +324,8 @@ def build(engine) -> list:
             message = gr.Markdown()
         with gr.Column(scale=3):
             status = gr.Markdown(NO_JOB, elem_id="job-status")
-            loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=260, elem_id="loss-chart")
-            lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=200, elem_id="lr-chart")
+            loss_plot = gr.LinePlot(**LOSS_CHART, title="Loss", height=260, elem_id="loss-chart")
+            lr_plot = gr.LinePlot(**RATE_CHART, title="Learning rate", height=200, elem_id="lr-chart")
             evaluation = gr.Dataframe(
                 headers=["metric", "base", "tuned", "change"], interactive=False, elem_id="evaluation-table",
                 label="Before / after: base and tuned model on the same held-out rows",
@@ -224,91 +337,25 @@ def build(engine) -> list:
             cli = gr.Code(label="equivalent command", language="shell", interactive=False)
     timer = gr.Timer(1.0)
 
-    def show(account, current_id):
-        if current_id is None:
-            job = engine.current_job(account)
-            current_id = job.id if job else None
-        view, shown = None, NO_JOB
-        if current_id is not None:
-            try:
-                view = engine.job_view(current_id, account)
-            except ModelForgeError as exc:
-                current_id, shown = None, f"**{exc}**"
-        losses, rates = _curves(view) if view else ([], [])
-        headers, rows = evaluation_table([view] if view else [])
-        return (
-            current_id,
-            _status_markdown(view) if view else shown,
-            curve_frame(loss_plot, losses),
-            curve_frame(lr_plot, rates),
-            pd.DataFrame(rows, columns=headers),
-            pd.DataFrame(example_rows(view) if view else [], columns=EXAMPLE_COLUMNS),
-        )
-
+    # The API names the form's values as the config does: start_training(dataset=..., learning_rate=..., lora_r=...).
+    main_form = [dataset, task, model, provider, strategy]
+    named_form = {api_name(key): component for key, component in fields}
+    watch = as_user(engine, watch_job)
     watch_outputs = [job_id, status, loss_plot, lr_plot, evaluation, examples]
-
-    def start_job(account, dataset_value, task_value, model_value, provider_value, strategy_value, *values):
-        try:
-            config = config_from_form(dataset_value, task_value, model_value, provider_value, strategy_value, keys, list(values))
-            job = engine.submit(within_runs(config, engine.settings), account)
-        except ModelForgeError as exc:
-            return gr.skip(), f"**Could not start:** {exc}"
-        demo = engine.demo_model_state(config.task) if config.model is None else None
-        waiting = f" It trains once the demo model is built. {demo.describe()}" if demo and demo.building else ""
-        return job.id, f"Queued job #{job.id} ({job.name}).{waiting}"
-
-    def fit_per_gpu(dataset_value, task_value, model_value, provider_value, strategy_value, *values):
-        try:
-            config = config_from_form(
-                dataset_value or "", task_value, model_value, provider_value, strategy_value, keys, list(values)
-            )
-            estimate, split = engine.fit_per_gpu(config)
-        except ModelForgeError as exc:
-            return f"**Will it fit?** {exc}"
-        return fit_summary(estimate, split)
-
-    def act(action, account, current_id):
-        if current_id is None:
-            return "No job selected."
-        try:
-            job = action(current_id, account=account)
-        except ModelForgeError as exc:
-            return f"**{exc}**"
-        return f"Job #{job.id} is {job.status}" + (" (stopping at the next step)" if job.cancel_requested_at else "") + "."
-
-    def export_config(account, current_id):
-        if current_id is None:
-            return None, ""
-        try:
-            return engine.export_config(current_id, account)
-        except ModelForgeError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-
-    def preset_update(preset_value, model_value):
-        """A preset's values sized for the chosen model, whenever either changes."""
-        return _preset_values(engine.preset(preset_value, None if model_value == DEMO_MODEL else model_value), keys)
-
-    def dataset_update(account, task_value, strategy_value):
-        return gr.update(choices=engine.dataset_choices(task_value, strategy_value, account))
-
-    def choices_update(account, task_value, strategy_value):
-        models = [DEMO_MODEL, *engine.model_choices(task_value)]
-        return dataset_update(account, task_value, strategy_value), gr.update(choices=models)
-
-    form = [dataset, task, model, provider, strategy, *components]
-    gr.on([model.change, strategy.change, task.change, *(c.change for c in components)], fit_per_gpu, form, fit_note,
-          show_progress="hidden", api_name="fit_per_gpu")
-    show_of_user, choices_of_user = as_user(engine, show), as_user(engine, choices_update)
-    task.change(choices_of_user, [task, strategy], [dataset, model])
+    gr.on([model.change, strategy.change, task.change, *(c.change for c in components)], partial(fit_per_gpu, engine),
+          main_form, fit_note, inputs_kwargs=named_form, show_progress="hidden", api_name="fit_per_gpu")
+    choices = as_user(engine, choices_update)
+    task.change(choices, [task, strategy], [dataset, model])
     strategy.change(as_user(engine, dataset_update), [task, strategy], dataset)
     for component in (preset, model):
-        component.change(preset_update, [preset, model], components, api_name=False)
+        component.change(partial(preset_update, engine, [key for key, _ in fields]), [preset, model], components,
+                         api_name=False)
     start.click(
-        as_user(engine, start_job), [dataset, task, model, provider, strategy, *components], [job_id, message],
+        as_user(engine, start_training), main_form, [job_id, message], inputs_kwargs=named_form,
         api_name="start_training",
-    ).then(show_of_user, job_id, watch_outputs)
-    cancel.click(as_user(engine, partial(act, engine.cancel)), job_id, message, api_name="cancel_job")
-    resume.click(as_user(engine, partial(act, engine.resume)), job_id, message, api_name="resume_job")
+    ).then(watch, job_id, watch_outputs)
+    cancel.click(as_user(engine, cancel_job), job_id, message, api_name="cancel_job")
+    resume.click(as_user(engine, resume_job), job_id, message, api_name="resume_job")
     export.click(as_user(engine, export_config), job_id, [config_file, cli], api_name="export_config")
-    colour_after(timer.tick(show_of_user, job_id, watch_outputs, show_progress="hidden", api_name="job_status"), loss_plot)
-    return [(choices_of_user, [dataset, model], [task, strategy]), (fit_per_gpu, fit_note, form)]
+    colour_after(timer.tick(watch, job_id, watch_outputs, show_progress="hidden", api_name="job_status"), loss_plot)
+    return [(choices, [dataset, model], [task, strategy]), (partial(fit_per_gpu, engine), fit_note, main_form, named_form)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import gradio as gr
 
 from modelforge import fit
@@ -66,39 +68,47 @@ def fit_outputs(estimate: fit.FitEstimate) -> tuple[list[list], str, str]:
     return estimate.rows(), verdict, suggestions
 
 
+def hardware_report(engine) -> tuple[str, dict]:
+    """This machine's report, as markdown and as the facts the form is filled from."""
+    report = detect(engine.settings.home)
+    return report_markdown(report, engine.settings.home), report.to_dict()
+
+
+def apply_report(engine, facts: dict, task: str):
+    """Fill the form for this machine: its models, its memory and the precision and checkpointing `auto` picks."""
+    models = [model["id"] for name in TASKS for model in recommended_models(facts["profile"], name)]
+    choices = list(dict.fromkeys(models + local_models(engine)))
+    first = recommended_models(facts["profile"], task)[0]
+    gpus = facts["gpus"]
+    best_precision = ("fp32" if not gpus else
+                      "bf16" if all(int(gpu["compute_capability"].split(".")[0]) >= 8 for gpu in gpus) else "fp16")
+    return (recommended_rows(facts, task),
+            gr.Dropdown(choices=choices, value=first["id"]),
+            gr.Radio(value=first["method"]),
+            gr.Radio(value=best_precision),
+            gr.Checkbox(value=bool(gpus)),
+            gr.Number(value=round(facts["memory_budget_gb"], 1), info=f"detected: {facts['memory_budget']}"))
+
+
+def recommended_for(facts: dict | None, task: str) -> list[list]:
+    """The recommended models of another task, once the report is in."""
+    return recommended_rows(facts, task) if facts else []
+
+
+def fit_estimate(engine, model, params_b, method, precision, batch_size, seq_length, lora_rank, checkpointing, budget_gb):
+    """The breakdown, verdict and suggestions of the setup; the detected memory when no budget is entered."""
+    try:
+        shape = fit.resolve_model(model, params_b or None, engine.settings.models_dir)
+        setup = fit.FitSetup(method=method, precision=precision, batch_size=int(batch_size),
+                             seq_length=int(seq_length), lora_rank=int(lora_rank),
+                             gradient_checkpointing=bool(checkpointing))
+    except (ModelForgeError, TypeError, ValueError) as exc:
+        raise gr.Error(str(exc)) from None
+    budget = budget_gb if budget_gb and budget_gb > 0 else detect(engine.settings.home).to_dict()["memory_budget_gb"]
+    return fit_outputs(fit.estimate(shape, setup, budget))
+
+
 def build(engine) -> None:
-    home = engine.settings.home
-
-    def hardware_report() -> tuple[str, dict]:
-        report = detect(home)
-        return report_markdown(report, home), report.to_dict()
-
-    def apply_report(facts: dict, task: str):
-        """Fill the form for this machine: its models, its memory and the precision and checkpointing `auto` picks."""
-        models = [model["id"] for name in TASKS for model in recommended_models(facts["profile"], name)]
-        choices = list(dict.fromkeys(models + local_models(engine)))
-        first = recommended_models(facts["profile"], task)[0]
-        gpus = facts["gpus"]
-        best_precision = ("fp32" if not gpus else
-                          "bf16" if all(int(gpu["compute_capability"].split(".")[0]) >= 8 for gpu in gpus) else "fp16")
-        return (recommended_rows(facts, task),
-                gr.Dropdown(choices=choices, value=first["id"]),
-                gr.Radio(value=first["method"]),
-                gr.Radio(value=best_precision),
-                gr.Checkbox(value=bool(gpus)),
-                gr.Number(value=round(facts["memory_budget_gb"], 1), info=f"detected: {facts['memory_budget']}"))
-
-    def fit_estimate(model, params_b, method, precision, batch_size, seq_length, lora_rank, checkpointing, budget_gb):
-        try:
-            shape = fit.resolve_model(model, params_b or None, engine.settings.models_dir)
-            setup = fit.FitSetup(method=method, precision=precision, batch_size=int(batch_size),
-                                 seq_length=int(seq_length), lora_rank=int(lora_rank),
-                                 gradient_checkpointing=bool(checkpointing))
-        except (ModelForgeError, TypeError, ValueError) as exc:
-            raise gr.Error(str(exc)) from None
-        budget = budget_gb if budget_gb and budget_gb > 0 else detect(home).to_dict()["memory_budget_gb"]
-        return fit_outputs(fit.estimate(shape, setup, budget))
-
     report_md = gr.Markdown()
     refresh = gr.Button("Refresh", size="sm")
     with gr.Accordion("Report as JSON", open=False):
@@ -129,14 +139,14 @@ def build(engine) -> None:
     suggestions = gr.Markdown()
 
     profile_outputs = [recommended, model, method, precision, checkpointing, budget]
-    refresh.click(hardware_report, outputs=[report_md, report_json], api_name="hardware_report").then(
-        apply_report, inputs=[report_json, task], outputs=profile_outputs, api_visibility="private")
-    gr.on(None, hardware_report, outputs=[report_md, report_json], api_visibility="private").then(
-        apply_report, inputs=[report_json, task], outputs=profile_outputs, api_visibility="private")
-    task.change(lambda facts, name: recommended_rows(facts, name) if facts else [], inputs=[report_json, task],
-                outputs=recommended, api_visibility="private")
+    report, fill = partial(hardware_report, engine), partial(apply_report, engine)
+    refresh.click(report, outputs=[report_md, report_json], api_name="hardware_report").then(
+        fill, inputs=[report_json, task], outputs=profile_outputs, api_visibility="private")
+    gr.on(None, report, outputs=[report_md, report_json], api_visibility="private").then(
+        fill, inputs=[report_json, task], outputs=profile_outputs, api_visibility="private")
+    task.change(recommended_for, inputs=[report_json, task], outputs=recommended, api_visibility="private")
     estimate_button.click(
-        fit_estimate,
+        partial(fit_estimate, engine),
         inputs=[model, params_b, method, precision, batch_size, seq_length, lora_rank, checkpointing, budget],
         outputs=[breakdown, verdict, suggestions],
         api_name="fit_estimate",

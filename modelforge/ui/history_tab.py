@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 
 from modelforge.errors import ModelForgeError
 from modelforge.ui.charts import colour_after, curve_frame
@@ -12,6 +13,9 @@ from modelforge.ui.session import as_user
 
 COLUMNS = ["id", "name", "status", "task", "strategy", "model", "dataset", "started", "duration", "final loss", "eval loss",
            "launch"]
+
+
+COMPARE_CHART = {"x": "step", "y": "loss", "color": "job"}
 
 
 def _duration(view: dict) -> str:
@@ -44,60 +48,67 @@ def _ids(labels: list[str] | None) -> list[int]:
     return [int(label.split()[0].lstrip("#")) for label in labels or []]
 
 
+def refresh(engine, account):
+    """The account's jobs as the table's rows, and the labels to inspect or compare them by."""
+    views = [engine.job_view(job.id, account) for job in engine.list_jobs(account)]
+    return (
+        pd.DataFrame([_row(view) for view in views], columns=COLUMNS),
+        gr.update(choices=[_label(view) for view in views]),
+    )
+
+
+def inspect_jobs(engine, account, labels):
+    """The first selected job's summary, config and log, every selected job's loss curve and evaluation."""
+    ids = _ids(labels)
+    if not ids:
+        empty = pd.DataFrame(columns=["metric"])
+        return "Select a job to see its config, log and curves.", "", "", curve_frame(COMPARE_CHART, []), empty
+    try:
+        views = [engine.job_view(job_id, account) for job_id in ids]
+    except ModelForgeError as exc:
+        return f"**{exc}**", "", "", curve_frame(COMPARE_CHART, []), pd.DataFrame(columns=["metric"])
+    curves = []
+    for view in views:
+        curves += [{"step": p["step"], "loss": p["loss"], "job": _label(view)} for p in view["points"] if p["loss"] is not None]
+    first = views[0]
+    summary = f"**{_label(first)}** · {first['status']}" + (f"\n\n> {first['error']}" if first["error"] else "")
+    summary += "\n\n" + ranks_markdown(first)
+    if first["metrics"]:
+        summary += "\n\n" + scalar_metrics(first["metrics"])
+        summary += "".join(f"\n\n> ♻️ {note}" for note in first["metrics"].get("healing", []))  # what a retry changed
+    headers, rows = evaluation_table(views)
+    return (
+        summary,
+        first["config"].to_yaml(),
+        engine.log_tail(ids[0], 40, account),
+        curve_frame(COMPARE_CHART, curves),
+        pd.DataFrame(rows, columns=headers),
+    )
+
+
+def delete_jobs(engine, account, labels):
+    messages = []
+    for job_id in _ids(labels):
+        try:
+            engine.delete_job(job_id, account)
+            messages.append(f"Deleted job #{job_id}.")
+        except ModelForgeError as exc:
+            messages.append(str(exc))
+    return "\n\n".join(messages) or "Select the jobs to delete.", gr.update(visible=False)
+
+
+def ask_to_confirm():
+    return gr.update(visible=True)
+
+
 def build(engine) -> list:
     """Returns (function, outputs) pairs the app runs when a page loads."""
-    import pandas as pd
-
-    def refresh(account):
-        views = [engine.job_view(job.id, account) for job in engine.list_jobs(account)]
-        return (
-            pd.DataFrame([_row(view) for view in views], columns=COLUMNS),
-            gr.update(choices=[_label(view) for view in views]),
-        )
-
-    def inspect(account, labels):
-        ids = _ids(labels)
-        if not ids:
-            empty = pd.DataFrame(columns=["metric"])
-            return "Select a job to see its config, log and curves.", "", "", curve_frame(compare, []), empty
-        try:
-            views = [engine.job_view(job_id, account) for job_id in ids]
-        except ModelForgeError as exc:
-            return f"**{exc}**", "", "", curve_frame(compare, []), pd.DataFrame(columns=["metric"])
-        curves = []
-        for view in views:
-            curves += [{"step": p["step"], "loss": p["loss"], "job": _label(view)} for p in view["points"] if p["loss"] is not None]
-        first = views[0]
-        summary = f"**{_label(first)}** · {first['status']}" + (f"\n\n> {first['error']}" if first["error"] else "")
-        summary += "\n\n" + ranks_markdown(first)
-        if first["metrics"]:
-            summary += "\n\n" + scalar_metrics(first["metrics"])
-            summary += "".join(f"\n\n> ♻️ {note}" for note in first["metrics"].get("healing", []))  # what a retry changed
-        headers, rows = evaluation_table(views)
-        return (
-            summary,
-            first["config"].to_yaml(),
-            engine.log_tail(ids[0], 40, account),
-            curve_frame(compare, curves),
-            pd.DataFrame(rows, columns=headers),
-        )
-
-    def delete(account, labels):
-        messages = []
-        for job_id in _ids(labels):
-            try:
-                engine.delete_job(job_id, account)
-                messages.append(f"Deleted job #{job_id}.")
-            except ModelForgeError as exc:
-                messages.append(str(exc))
-        return "\n\n".join(messages) or "Select the jobs to delete.", gr.update(visible=False)
-
     table = gr.Dataframe(headers=COLUMNS, interactive=False, label="Jobs", elem_id="history-table")
     with gr.Row():
         refresh_button = gr.Button("Refresh")
         selected = gr.Dropdown([], multiselect=True, label="Jobs to inspect or compare", scale=3)
     summary = gr.Markdown()
-    compare = gr.LinePlot(x="step", y="loss", color="job", title="Training loss", height=280, elem_id="history-chart")
+    compare = gr.LinePlot(**COMPARE_CHART, title="Training loss", height=280, elem_id="history-chart")
     evaluation = gr.Dataframe(
         interactive=False, elem_id="history-evaluation",
         label="Evaluation on held-out rows: base and tuned model of each selected job, side by side",
@@ -114,13 +125,13 @@ def build(engine) -> list:
     refresh_button.click(refresh_of_user, outputs=[table, selected], api_name="history")
     colour_after(
         selected.change(
-            as_user(engine, inspect), selected, [summary, config_view, log_view, compare, evaluation],
+            as_user(engine, inspect_jobs), selected, [summary, config_view, log_view, compare, evaluation],
             api_name="history_inspect",
         ),
         compare,
     )
-    delete_button.click(lambda: gr.update(visible=True), outputs=confirm_button)
-    confirm_button.click(as_user(engine, delete), selected, [result, confirm_button], api_name="history_delete").then(
+    delete_button.click(ask_to_confirm, outputs=confirm_button, api_name=False)
+    confirm_button.click(as_user(engine, delete_jobs), selected, [result, confirm_button], api_name="history_delete").then(
         refresh_of_user, outputs=[table, selected]
     )
     return [(refresh_of_user, [table, selected])]

@@ -7,8 +7,6 @@ The token typed here is passed to one push and never stored.
 from __future__ import annotations
 
 import logging
-from functools import partial
-
 import gradio as gr
 
 from modelforge.accounts import NOBODY, Account
@@ -106,11 +104,11 @@ def build(engine) -> list:
         push_button = gr.Button("Push to Hub", variant="primary")
     result = gr.Markdown()
 
-    jobs_of_user = as_user(engine, partial(refresh_jobs, engine))
+    jobs_of_user = as_user(engine, refresh_jobs)
     refresh.click(jobs_of_user, outputs=job, api_name="hub_jobs")
-    export_button.click(as_user(engine, partial(export_merged, engine)), inputs=job, outputs=result, api_name="hub_export")
+    export_button.click(as_user(engine, export_merged), inputs=job, outputs=result, api_name="hub_export")
     push_button.click(
-        as_user(engine, partial(push, engine)),
+        as_user(engine, push),
         inputs=[job, what, repo_id, private, token, license, confirm],
         outputs=result,
         api_name="hub_push",

@@ -50,10 +50,11 @@ def side_by_side_columns(side_by_side: bool) -> tuple:
     return tuple(gr.update(visible=side_by_side) for _ in range(3))
 
 
-def load(engine, host: ModelHost, account: Account, job_id: int | None, model_text: str, task: str, side_by_side: bool):
+def load(engine, account: Account, job_id: int | None, model_text: str, task: str, side_by_side: bool):
     """Start loading the chosen model and report the status until the load ends (the load runs on without us).
 
     Each step also sets the Send button: disabled from the moment a load starts until a model is ready."""
+    host = engine.model_host
     try:
         if model_text and model_text.strip():
             source = path_source(model_text, task)
@@ -82,8 +83,13 @@ def _send_button(host: ModelHost):
     return gr.update(interactive=host.status().startswith("ready"))
 
 
-def host_state(host: ModelHost):
-    return host.status(), _send_button(host)
+def host_state(engine):
+    """The shared model's status line and whether Send is enabled."""
+    return engine.model_host.status(), _send_button(engine.model_host)
+
+
+def unload(engine):
+    return engine.model_host.unload(), gr.update(interactive=False)
 
 
 def _ui_error(exc: Exception, what: str) -> gr.Error:
@@ -94,12 +100,13 @@ def _ui_error(exc: Exception, what: str) -> gr.Error:
     return gr.Error(f"{what} failed: {type(exc).__name__}: {exc}")
 
 
-def chat(host: ModelHost, message, base_history, tuned_history, side_by_side, max_new_tokens, temperature, top_p):
+def chat(engine, message, base_history, tuned_history, side_by_side, max_new_tokens, temperature, top_p):
     """Stream both models' replies to `message`: the base model's first, then the tuned model's; clears the textbox.
 
     A send that fails (no model ready, a reload under way, a generation error) is taken back: both conversations
     return to what they were, the message returns to the textbox, and the notice line (and a toast) says why, so
     the next send is not spoiled by a question left without its answer."""
+    host = engine.model_host
     before = (base_history or [], tuned_history or [])
     if not message.strip():
         yield *before, message, ""
@@ -126,8 +133,9 @@ def chat(host: ModelHost, message, base_history, tuned_history, side_by_side, ma
     yield conversations["base"], conversations["tuned"], "", ""
 
 
-def summarize(host: ModelHost, document, side_by_side, max_new_tokens, temperature, top_p):
+def summarize(engine, document, side_by_side, max_new_tokens, temperature, top_p):
     """Stream both models' summaries of `document`."""
+    host = engine.model_host
     if not document.strip():
         raise gr.Error("Paste a document to summarize.")
     summaries = {"base": "", "tuned": ""}
@@ -148,8 +156,9 @@ def highlighted(context: str, answer: dict) -> list[tuple[str, str | None]]:
     return [piece for piece in pieces if piece[0]]
 
 
-def answer(host: ModelHost, question, context, side_by_side):
+def answer(engine, question, context, side_by_side):
     """Each model's answer span, highlighted in the context."""
+    host = engine.model_host
     if not question.strip() or not context.strip():
         raise gr.Error("Give both a context and a question.")
     results = {"base": None, "tuned": None}
@@ -163,7 +172,6 @@ def answer(host: ModelHost, question, context, side_by_side):
 
 def build(engine) -> list:
     """Builds the tab; returns (function, outputs) pairs the app runs when a page loads."""
-    host = engine.model_host
     with gr.Row():
         job = gr.Dropdown(choices=job_choices(engine, NOBODY), value=None, label="Finished job", scale=3)
         refresh = gr.Button("↻ Refresh jobs", scale=1)
@@ -207,30 +215,29 @@ def build(engine) -> list:
             gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p"),
         ]
 
-    jobs_of_user = as_user(engine, partial(refresh_jobs, engine))
+    jobs_of_user = as_user(engine, refresh_jobs)
     refresh.click(jobs_of_user, outputs=job, api_name="playground_jobs")
-    job.change(as_user(engine, partial(job_task, engine)), job, task, api_name=False)
+    job.change(as_user(engine, job_task), job, task, api_name=False)
     task.change(input_groups, task, [chat_group, summary_group, qa_group], api_name=False)
     side_by_side.change(side_by_side_columns, side_by_side, [base_chat, base_summary, base_answer], api_name=False)
     load_button.click(
-        as_user(engine, partial(load, engine, host)), inputs=[job, model_text, task, side_by_side], outputs=[status, send_button],
+        as_user(engine, load), inputs=[job, model_text, task, side_by_side], outputs=[status, send_button],
         api_name="playground_load",
     )
-    unload_button.click(signed_in_only(engine, lambda: (host.unload(), gr.update(interactive=False))),
-                        outputs=[status, send_button], api_name="playground_unload")
+    unload_button.click(signed_in_only(engine, unload), outputs=[status, send_button], api_name="playground_unload")
     send = dict(inputs=[message, base_chat, tuned_chat, side_by_side, *settings],
                 outputs=[base_chat, tuned_chat, message, notice])
-    send_message = signed_in_only(engine, partial(chat, host))
+    send_message = signed_in_only(engine, chat)
     message.submit(send_message, **send, api_name="playground_chat")
     send_button.click(send_message, **send, api_name=False)
     summarize_button.click(
-        signed_in_only(engine, partial(summarize, host)), [document, side_by_side, *settings], [base_summary, tuned_summary],
+        signed_in_only(engine, summarize), [document, side_by_side, *settings], [base_summary, tuned_summary],
         api_name="playground_summarize",
     )
     ask_button.click(
-        signed_in_only(engine, partial(answer, host)), [question, context, side_by_side], [base_answer, tuned_answer], api_name="playground_answer"
+        signed_in_only(engine, answer), [question, context, side_by_side], [base_answer, tuned_answer], api_name="playground_answer"
     )
     # The model is shared by every user: keep this browser's status line true when someone else loads or unloads.
-    state = partial(host_state, host)
+    state = partial(host_state, engine)
     gr.Timer(2.0).tick(state, outputs=[status, send_button], show_progress="hidden", queue=False, api_visibility="private")
     return [(jobs_of_user, job), (state, [status, send_button])]

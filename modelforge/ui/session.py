@@ -1,5 +1,5 @@
-"""The signed-in user of each event: tabs write handlers as `handler(account, *inputs)` and bind `as_user(engine,
-handler)`, so no handler can forget whose jobs and datasets it may touch."""
+"""The signed-in user of each event: tabs write handlers as `handler(engine, account, *inputs)` and bind
+`as_user(engine, handler)`, so no handler can forget whose jobs and datasets it may touch."""
 
 import inspect
 from functools import wraps
@@ -24,47 +24,45 @@ def account_of(engine, request: gr.Request | None, profile: gr.OAuthProfile | No
 
 
 def as_user(engine, handler):
-    """`handler(account, *inputs)` as a Gradio handler of `*inputs`; Gradio passes each event's request and OAuth
-    profile, found by the type annotations of the two parameters this adds (before a `*values` parameter, as Gradio
-    looks for them only among the named ones)."""
-    parameters = list(inspect.signature(handler).parameters.values())[1:]
-    cut = next((i for i, p in enumerate(parameters) if p.kind == inspect.Parameter.VAR_POSITIONAL), len(parameters))
+    """`handler(engine, account, *inputs)` as a Gradio handler of `*inputs`, named in the API by the handler's own
+    parameter names."""
+    return _of_user(engine, handler, with_account=True)
+
+
+def signed_in_only(engine, handler):
+    """`handler(engine, *inputs)`, refused to an event of no one when users must sign in (OAuth leaves Gradio's
+    routes open: its login button must be reachable)."""
+    return _of_user(engine, handler, with_account=False)
+
+
+def _of_user(engine, handler, with_account: bool):
+    """Gradio passes each event's request and OAuth profile, found by the type annotations of the two parameters this
+    adds (before a `*values` or `**values` parameter, as Gradio looks for them only among the named ones)."""
+    parameters = list(inspect.signature(handler).parameters.values())[2 if with_account else 1:]
+    variable = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    cut = next((i for i, p in enumerate(parameters) if p.kind in variable), len(parameters))
     extra = [
         inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=annotation)
         for name, annotation in (("request", gr.Request), ("profile", gr.OAuthProfile | None))
     ]
 
-    def account_and_inputs(args: tuple) -> tuple:
-        request, profile = args[cut:cut + 2]
-        return account_of(engine, request, profile), *args[:cut], *args[cut + 2:]
+    def call(args: tuple, kwargs: dict):
+        account = account_of(engine, *args[cut:cut + 2])  # refuses an event of no one when users must sign in
+        inputs = (*args[:cut], *args[cut + 2:])
+        return handler(engine, account, *inputs, **kwargs) if with_account else handler(engine, *inputs, **kwargs)
 
     if inspect.isgeneratorfunction(handler):
 
         @wraps(handler)
-        def bound(*args):
-            yield from handler(*account_and_inputs(args))
+        def bound(*args, **kwargs):
+            yield from call(args, kwargs)
     else:
 
         @wraps(handler)
-        def bound(*args):
-            return handler(*account_and_inputs(args))
+        def bound(*args, **kwargs):
+            return call(args, kwargs)
 
     del bound.__wrapped__  # Gradio reads the signature and annotations below, not the handler's
     bound.__signature__ = inspect.Signature(parameters[:cut] + extra + parameters[cut:])
     bound.__annotations__ = {"request": gr.Request, "profile": gr.OAuthProfile | None}
     return bound
-
-
-def signed_in_only(engine, handler):
-    """`handler(*inputs)`, refused to an event of no one when users must sign in (OAuth leaves Gradio's routes open:
-    its login button must be reachable)."""
-    if inspect.isgeneratorfunction(handler):
-
-        def passthrough(account, *inputs):
-            yield from handler(*inputs)
-    else:
-
-        def passthrough(account, *inputs):
-            return handler(*inputs)
-
-    return as_user(engine, passthrough)

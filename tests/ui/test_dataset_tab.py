@@ -24,11 +24,24 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
+def columns(*mapping) -> dict:
+    """The column slots' keywords: the column of each field in order, the other slots empty."""
+    return {f"column_{slot}": column for slot, column in enumerate((*mapping, None, None, None)[:3], start=1)}
+
+
 def validate(client, path, task, *mapping):
     """(report, preview, stats, plot, then the column of each of the three fields)."""
-    mapping = (*mapping, None, None, None)[:3]
     return client.predict(
-        handle_file(str(path)), "", task, None, "", 512, *mapping, api_name="/dataset_validate"
+        file=handle_file(str(path)), hub_id="", task=task, strategy=None, model="", max_length=512, **columns(*mapping),
+        api_name="/dataset_validate",
+    )
+
+
+def save(client, name, path, task, *mapping):
+    """(message, saved table) of pressing Save."""
+    return client.predict(
+        name=name, file=handle_file(str(path)), hub_id="", task=task, strategy=None, **columns(*mapping),
+        api_name="/dataset_save",
     )
 
 
@@ -45,7 +58,7 @@ def test_task_and_strategy_choices_are_the_registries(engine):
 def test_inspect_fills_the_column_mapping(app_client, tmp_path):
     path = write_jsonl(tmp_path / "My Pairs.jsonl", [{"prompt": r["input"], "response": r["output"]} for r in PAIRS])
     message, first, second, third, name = app_client.predict(
-        handle_file(str(path)), "text-generation", None, api_name="/dataset_inspect"
+        file=handle_file(str(path)), task="text-generation", strategy=None, api_name="/dataset_inspect"
     )
     assert "5 rows; columns: prompt, response" in message
     assert (first["label"], first["value"]) == ("column for input", "prompt")
@@ -59,7 +72,7 @@ def test_inspect_names_a_malformed_line_without_the_server_path(app_client, tmp_
     path = tmp_path / "broken.jsonl"
     path.write_text(json.dumps(PAIRS[0]) + "\n{not json}\n", encoding="utf-8")
     message, first, second, third, name = app_client.predict(
-        handle_file(str(path)), "text-generation", None, api_name="/dataset_inspect"
+        file=handle_file(str(path)), task="text-generation", strategy=None, api_name="/dataset_inspect"
     )
     assert message.startswith("❌ broken.jsonl, line 2: not valid JSON")
     assert str(tmp_path) not in message and "/tmp" not in message
@@ -77,10 +90,7 @@ def test_good_file_validates_previews_saves_and_is_listed(app_client, engine):
     assert plot["type"] == "matplotlib"
     assert [update["value"] for update in mapping[:2]] == ["input", "output"]
 
-    message, table = app_client.predict(
-        "news", handle_file(str(SAMPLES / "summarization.jsonl")), "", "summarization", None, "input", "output", None,
-        api_name="/dataset_save",
-    )
+    message, table = save(app_client, "news", SAMPLES / "summarization.jsonl", "summarization", "input", "output")
     assert message.startswith("✅ Saved **news**: 40 rows for summarization")
     assert [row[:3] for row in table["data"]] == [["news", "summarization", 40]]
     record = DatasetRecord.get(DatasetRecord.name == "news")
@@ -97,20 +107,18 @@ def test_good_file_validates_previews_saves_and_is_listed(app_client, engine):
 def test_save_needs_a_successful_validation_of_the_same_data(app_client, tmp_path):
     good = write_jsonl(tmp_path / "good.jsonl", PAIRS)
     bad = write_jsonl(tmp_path / "bad.jsonl", PAIRS[:1])
-    args = ("text-generation", None, "input", "output", None)
-    message, *_ = app_client.predict("early", handle_file(str(good)), "", *args, api_name="/dataset_save")
+    args = ("text-generation", "input", "output")
+    message, *_ = save(app_client, "early", good, *args)
     assert message.startswith("❌ Press Validate first")
 
     validate(app_client, bad, "text-generation")
-    message, *_ = app_client.predict("bad", handle_file(str(bad)), "", *args, api_name="/dataset_save")
+    message, *_ = save(app_client, "bad", bad, *args)
     assert message.startswith("❌ Press Validate first")
 
     validate(app_client, good, "text-generation")
-    message, *_ = app_client.predict(
-        "renamed", handle_file(str(good)), "", "chat", None, None, None, None, api_name="/dataset_save"
-    )
+    message, *_ = save(app_client, "renamed", good, "chat")
     assert message.startswith("❌ Press Validate first")  # the task changed since the validation
-    message, *_ = app_client.predict("bad name!", handle_file(str(good)), "", *args, api_name="/dataset_save")
+    message, *_ = save(app_client, "bad name!", good, *args)
     assert "is not allowed; use letters, digits" in message
     assert DatasetRecord.select().count() == 0
 
@@ -135,14 +143,14 @@ def test_bad_files_are_reported_with_line_numbers(app_client, tmp_path, task, li
     report, preview, stats, plot, *_ = validate(app_client, path, task)
     assert report.startswith("### ❌")
     assert f"- {expected}" in report.replace("\\", "")
-    message, _ = app_client.predict(
-        "data", handle_file(str(path)), "", task, None, None, None, None, api_name="/dataset_save"
-    )
+    message, _ = save(app_client, "data", path, task)
     assert message.startswith("❌ Press Validate first")
 
 
 def test_missing_source_and_unsupported_file_are_clear_errors(app_client, tmp_path):
-    report, *_ = app_client.predict(None, "", "chat", None, "", 512, None, None, None, api_name="/dataset_validate")
+    report, *_ = app_client.predict(
+        file=None, hub_id="", task="chat", strategy=None, model="", max_length=512, **columns(), api_name="/dataset_validate"
+    )
     assert report == "❌ Upload a file or enter a Hugging Face Hub dataset id first."
     path = tmp_path / "notes.txt"
     path.write_text("hello", encoding="utf-8")

@@ -7,7 +7,7 @@ from pathlib import Path
 from gradio_client import handle_file
 
 from sft_labels import ENDLESS_TEMPLATE, UNMARKED_TEMPLATE, tokenizer_with_template
-from modelforge.ui.dataset_tab import PREVIEW_ROWS
+from modelforge.ui.dataset_tab import PREVIEW_ROWS, SLOTS
 
 SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "samples"
 
@@ -15,7 +15,8 @@ SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "samples"
 def validate(client, path: Path, task: str, model: str = "", max_length: int = 512):
     """(report without markdown escapes, the X-ray rows) of pressing Validate."""
     outputs = client.predict(
-        handle_file(str(path)), "", task, None, model, max_length, None, None, None, api_name="/dataset_validate"
+        file=handle_file(str(path)), hub_id="", task=task, strategy=None, model=model, max_length=max_length,
+        **{f"column_{slot}": None for slot in range(1, SLOTS + 1)}, api_name="/dataset_validate",
     )
     return outputs[0].replace("\\", ""), outputs[-PREVIEW_ROWS:]
 

@@ -4,7 +4,9 @@ import json
 import re
 import time
 
-from modelforge.config import JobConfig
+from modelforge.config import DistributedConfig, EvaluationConfig, JobConfig, LoraConfig, PreferenceConfig, TrainingConfig
+from modelforge.accounts import LOCAL
+from modelforge.ui import finetune_tab
 from modelforge.ui.finetune_tab import DEMO_MODEL, config_from_form
 
 
@@ -21,7 +23,7 @@ def _wait_for_status(client, pattern: str, timeout: float = 180) -> str:
 
 def test_start_watch_and_cancel_a_job(app_client, mapping_dataset, engine):
     message = app_client.predict(
-        dataset_value=str(mapping_dataset["train"]), param_6=400, param_7=16, param_9=0.003, param_26="ui-run",
+        dataset=str(mapping_dataset["train"]), max_steps=400, batch_size=16, learning_rate=0.003, name="ui-run",
         api_name="/start_training",
     )
     assert message == "Queued job #1 (ui-run)."
@@ -49,7 +51,7 @@ def test_a_finished_job_shows_base_and_tuned_scores_and_history_compares_jobs(ap
     from modelforge.db import Job
 
     message = app_client.predict(
-        dataset_value=str(mapping_dataset["train"]), param_6=60, param_7=16, param_9=0.003, param_26="scored",
+        dataset=str(mapping_dataset["train"]), max_steps=60, batch_size=16, learning_rate=0.003, name="scored",
         api_name="/start_training",
     )
     assert message == "Queued job #1 (scored)."
@@ -89,17 +91,47 @@ def test_a_first_job_with_the_tabs_defaults_learns_the_sample(app_client, engine
     assert float(scores["chrf"][1]) > float(scores["chrf"][0]), scores
 
 
+def test_the_start_endpoint_names_its_parameters_as_the_config_does(app_client):
+    """`start_training(dataset=..., learning_rate=..., lora_r=...)`: each API name is a config field's, training's
+    bare, another section's prefixed by the section; `lora` off is full fine-tuning (lora: null)."""
+    endpoints = app_client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = [parameter["parameter_name"] for parameter in endpoints["/start_training"]["parameters"]]
+    assert names[:5] == ["dataset", "task", "model", "provider", "strategy"]
+    assert {"epochs", "max_steps", "batch_size", "learning_rate", "warmup_ratio", "name", "lora", "lora_r",
+            "quantization", "init_from", "evaluation_max_samples", "preference_beta", "distributed_strategy"} <= set(names)
+    sections = {"lora": LoraConfig, "evaluation": EvaluationConfig, "preference": PreferenceConfig,
+                "distributed": DistributedConfig}
+    for name in names:
+        section, _, field = name.partition("_")
+        in_section = section in sections and field in sections[section].model_fields
+        assert name in JobConfig.model_fields or name in TrainingConfig.model_fields or in_section, name
+    assert len(set(names)) == len(names)
+    assert [parameter["parameter_name"] for parameter in endpoints["/fit_per_gpu"]["parameters"]] == names
+
+
 def test_a_bad_form_is_refused_with_the_reason(app_client, tmp_path):
-    message = app_client.predict(dataset_value=str(tmp_path / "missing.jsonl"), api_name="/start_training")
+    message = app_client.predict(dataset=str(tmp_path / "missing.jsonl"), api_name="/start_training")
     assert message.startswith("**Could not start:**") and "not found" in message
-    message = app_client.predict(
-        dataset_value=str(tmp_path / "missing.jsonl"), param_11=1.5, api_name="/start_training"
-    )
+    message = app_client.predict(dataset=str(tmp_path / "missing.jsonl"), warmup_ratio=1.5, api_name="/start_training")
     assert "training.warmup_ratio" in message
 
 
+def test_the_handlers_work_without_a_page(engine, mapping_dataset):
+    """The tab's handlers are plain functions of the engine and the account: queue, watch and cancel a job."""
+    job_id, message = finetune_tab.start_training(
+        engine, LOCAL, str(mapping_dataset["train"]), "text-generation", DEMO_MODEL, "huggingface", "sft",
+        max_steps=5, name="direct",
+    )
+    assert message == f"Queued job #{job_id} (direct)."
+    assert engine.job_config(engine.get_job(job_id)).training.max_steps == 5
+    watched, status, *_ = finetune_tab.watch_job(engine, LOCAL, None)
+    assert watched == job_id and f"Job #{job_id} · direct" in status and "**queued**" in status
+    assert finetune_tab.cancel_job(engine, LOCAL, None) == "No job selected."
+    assert finetune_tab.cancel_job(engine, LOCAL, job_id) == f"Job #{job_id} is cancelled."
+
+
 def test_form_values_become_the_job_config():
-    keys = ["training.epochs", "training.max_steps", "use_lora", "lora.target_modules", "quantization", "name",
+    keys = ["training.epochs", "training.max_steps", "lora", "lora.target_modules", "quantization", "name",
             "eval_dataset", "evaluation.max_samples"]
     values = [2.0, 10, False, "q_proj, v_proj", "4bit", "n1", "held.jsonl", 7]
     config = config_from_form("d.jsonl", "chat", DEMO_MODEL, "huggingface", "sft", keys, values)
