@@ -93,7 +93,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from gradio_client import Client, handle_file
 
-    from modelforge import jobs
+    from modelforge import store
     from modelforge.db import Job, init_database
     from modelforge.settings import Settings
 
@@ -126,7 +126,7 @@ def main() -> None:
     finally:
         stop(server)  # its runner would start the queued jobs
         for job in Job.queued():
-            jobs.finish(job.id, "cancelled", error="Cancelled by bench/load.py.")
+            store.finish(job.id, "cancelled", error="Cancelled by bench/load.py.")
         subprocess.run([sys.executable, "-m", "modelforge", "cancel", "1"], cwd=ROOT, env=env, capture_output=True)
         trainer.wait(timeout=300)
 

@@ -15,11 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from peewee import IntegrityError
-
-from modelforge import data, prompts
+from modelforge import data, prompts, store
 from modelforge.config import TrainingConfig
-from modelforge.db import DatasetRecord, database
+from modelforge.db import DatasetRecord
 from modelforge.errors import ConfigError, DatasetError, ModelLoadError, NotReadyError
 from modelforge.settings import Settings
 
@@ -104,7 +102,7 @@ def check_name(name: str) -> str:
     name = (name or "").strip()
     if not _NAME.fullmatch(name) or name in (".", ".."):
         raise DatasetError(f"dataset name {name!r} is not allowed; use {NAME_RULE}")
-    if DatasetRecord.get_or_none(DatasetRecord.name == name) is not None:
+    if store.dataset_record(name) is not None:
         raise DatasetError(f"a dataset named {name!r} already exists; choose another name or delete that one first")
     return name
 
@@ -127,30 +125,21 @@ def save_dataset(
     if not report.ok:
         raise DatasetError(f"not saved: the dataset has errors.\n{report.summary()}")
     path = source if data.is_hub_id(source) else Path(source).resolve()
-    try:
-        with database.atomic():
-            record = DatasetRecord.create(
-                name=name, task=task, path=str(path), columns=json.dumps(report.columns), rows=len(report.records)
-            )
-    except IntegrityError:  # saved by someone else between check_name and now
-        raise DatasetError(f"a dataset named {name!r} already exists; choose another name") from None
-    return _view(record)
+    # DatasetError when someone else saved one of that name between check_name and now
+    return _view(store.create_dataset(name, task, str(path), report.columns, len(report.records)))
 
 
 def list_datasets() -> list[dict[str, Any]]:
     """Every saved dataset, newest first, as plain dicts."""
-    query = DatasetRecord.select().order_by(DatasetRecord.created_at.desc(), DatasetRecord.id.desc())
-    return [_view(record) for record in query]
+    return [_view(record) for record in store.datasets()]
 
 
 def delete_dataset(settings: Settings, name: str) -> None:
     """Forget a saved dataset; remove its file only when it lies under the data folder and no other record uses it."""
-    record = DatasetRecord.get_or_none(DatasetRecord.name == name)
+    record = store.dataset_record(name)
     if record is None:
         raise DatasetError(f"no saved dataset is named {name!r}")
-    shared = DatasetRecord.select().where(DatasetRecord.path == record.path, DatasetRecord.id != record.id).exists()
-    with database.atomic():
-        record.delete_instance()
+    shared = store.delete_dataset(record)
     path = Path(record.path).resolve()
     if not shared and path.is_file() and path.is_relative_to(settings.datasets_dir.resolve()):
         path.unlink()

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelforge import data, dataset_store, demo_model, distributed, export, fit, gguf, hardware, hub, jobs, label_mask
+from modelforge import data, dataset_store, demo_model, distributed, export, fit, gguf, hardware, hub, jobs, label_mask, store
 from modelforge.accounts import LOCAL, Account, SignIn
 from modelforge.config import DistributedConfig, JobConfig, preset_overrides
-from modelforge.db import DatasetRecord, Job, JobRank, database, init_database
+from modelforge.db import Job, init_database
 from modelforge.demo_model import DEMO_MODELS, demo_kind
 from modelforge.errors import DatasetError, JobError
 from modelforge.inference import ModelHost, job_source, path_source
@@ -97,20 +97,20 @@ class Engine:
 
     def submit(self, config: JobConfig, account: Account = LOCAL) -> Job:
         for value in (config.dataset, config.eval_dataset):
-            record = DatasetRecord.get_or_none(DatasetRecord.name == value) if value else None
+            record = store.dataset_record(value) if value else None
             if record is not None and not account.may_control(record.owner):
                 raise DatasetError(f"The saved dataset {value!r} belongs to another user: save your own copy of it.")
         self.check(config)
         job = self.runner.submit(config)
         if account.name is not None:
-            jobs.update(job.id, owner=account.name)
+            store.update(job.id, owner=account.name)
             job.owner = account.name
         return job
 
     def job_for(self, account: Account, job_id: int) -> Job:
         """The job, when `account` may see and control it; a clear refusal otherwise (checked here, for every caller,
         not only hidden in the UI)."""
-        job = jobs.get_job(job_id)
+        job = store.get_job(job_id)
         if not account.may_control(job.owner):
             whose = "another user" if job.owner else "no one (it predates accounts): only an admin"
             raise JobError(f"Job {job.id} belongs to {whose}; you can see and control only your own jobs.")
@@ -125,7 +125,7 @@ class Engine:
             if time.monotonic() > deadline:
                 self.runner.kill(job, f"did not stop within {self.runner.cancel_grace:.0f} s and was killed")
             time.sleep(interval)
-            job = jobs.get_job(job_id)
+            job = store.get_job(job_id)
         return job
 
     def fit_per_gpu(self, config: JobConfig) -> tuple[fit.FitEstimate, str]:
@@ -273,7 +273,7 @@ class Engine:
         """Saved datasets of this task, then the bundled samples for it: `<task>.jsonl`, and `<task>-demo.jsonl` where
         that sample is real text the tiny demo model cannot learn (the demo one is in the demo models' vocabulary).
         A strategy that learns from preference pairs is offered the preference sample instead."""
-        saved = DatasetRecord.select().where(DatasetRecord.task == task).order_by(DatasetRecord.name)
+        saved = sorted(store.datasets(task=task), key=lambda record: record.name)
         choices = [(f"{record.name} ({record.rows} rows)", record.name) for record in saved
                    if account.may_control(record.owner)]
         learns_from_pairs = strategy in STRATEGIES and STRATEGIES[strategy].fields(task) == PREFERENCE_FIELDS
@@ -283,24 +283,18 @@ class Engine:
                 choices.append((f"sample: {sample.name}", str(sample)))
         return choices
 
-    @staticmethod
-    def _visible(query, model, account: Account):
-        if account.admin:
-            return query
-        return query.where(model.owner == account.name)
-
     def list_jobs(self, account: Account = LOCAL) -> list[Job]:
-        return list(self._visible(Job.select(), Job, account).order_by(Job.id.desc()))
+        return store.list_jobs(account)
 
     def completed_jobs(self, account: Account = LOCAL) -> list[Job]:
-        return list(self._visible(Job.select().where(Job.status == "completed"), Job, account).order_by(Job.id.desc()))
+        return store.list_jobs(account, status="completed")
 
     def get_job(self, job_id: int, account: Account = LOCAL) -> Job:
         return self.job_for(account, job_id)
 
     def list_datasets(self, account: Account = LOCAL) -> list[dict]:
         """The saved datasets `account` may use, newest first."""
-        names = {record.name for record in self._visible(DatasetRecord.select(DatasetRecord.name), DatasetRecord, account)}
+        names = {record.name for record in store.datasets(account)}
         return [record for record in dataset_store.list_datasets() if record["name"] in names]
 
     def save_dataset(
@@ -317,12 +311,12 @@ class Engine:
                 path.unlink(missing_ok=True)
             raise
         if account.name is not None:
-            DatasetRecord.update(owner=account.name).where(DatasetRecord.name == record["name"]).execute()
+            store.set_dataset_owner(record["name"], account.name)
         return record
 
     def delete_dataset(self, name: str, account: Account = LOCAL) -> None:
         """Forget a saved dataset `account` may control, and its stored file when nothing else uses it."""
-        record = DatasetRecord.get_or_none(DatasetRecord.name == name)
+        record = store.dataset_record(name)
         if record is not None and not account.may_control(record.owner):
             raise DatasetError(f"The saved dataset {name!r} belongs to another user.")
         dataset_store.delete_dataset(self.settings, name)
@@ -333,10 +327,9 @@ class Engine:
         if not job.is_finished:
             raise JobError(f"Job {job.id} is {job.status}; cancel it before deleting it.")
         folder = Path(job.output_dir).resolve()
-        others = [Path(other.output_dir).resolve() for other in Job.select().where(Job.id != job.id)]
+        others = [Path(other).resolve() for other in store.other_output_dirs(job.id)]
         shared = any(other == folder or folder in other.parents or other in folder.parents for other in others)
-        with database.atomic():
-            job.delete_instance(recursive=True)
+        store.delete_job(job)
         if not shared and folder.is_dir() and (folder / jobs.LOG_FILE).exists():
             shutil.rmtree(folder)
 
@@ -350,15 +343,11 @@ class Engine:
     # -- views for the UI: plain data, no ORM objects ------------------------------------------------
     def current_job(self, account: Account = LOCAL) -> Job | None:
         """The job a newly opened page should show: the running one, else the next queued, else the latest."""
-        return (
-            self._visible(Job.running(), Job, account).order_by(Job.started_at).first()
-            or self._visible(Job.queued(), Job, account).first()
-            or self._visible(Job.select(), Job, account).order_by(Job.id.desc()).first()
-        )
+        return store.current_job(account)
 
     def job_view(self, job_id: int, account: Account = LOCAL) -> dict:
         job = self.job_for(account, job_id)
-        points = jobs.metric_points(job.id)
+        points = store.metric_points(job.id)
         return {
             "id": job.id,
             "name": job.name,
@@ -383,7 +372,7 @@ class Engine:
             "ranks": [
                 {"rank": r.rank, "machine": r.machine_rank, "host": r.host, "pid": r.pid, "device": r.device,
                  "state": r.state, "step": r.step}
-                for r in JobRank.select().where(JobRank.job == job.id).order_by(JobRank.rank)
+                for r in store.job_ranks(job.id)
             ],
             "points": [
                 {"step": p.step, "loss": p.loss, "eval_loss": p.eval_loss, "learning_rate": p.learning_rate}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from modelforge import data, export, jobs, prompts
+from modelforge import data, export, prompts, store
 from modelforge.config import JobConfig
 from modelforge.errors import ModelForgeError
 from modelforge.loading import hub_token
@@ -484,7 +484,7 @@ def model_family(folder: Path) -> str:
 
 def loss_curve_png(job) -> bytes | None:
     """The training and evaluation loss by step as a PNG, drawn headless (matplotlib's Agg, no pyplot state)."""
-    points = jobs.metric_points(job.id)
+    points = store.metric_points(job.id)
     series = {
         "training loss": [(p.step, p.loss) for p in points if p.loss is not None],
         "evaluation loss": [(p.step, p.eval_loss) for p in points if p.eval_loss is not None],

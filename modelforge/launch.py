@@ -14,9 +14,9 @@ import signal
 import time
 from pathlib import Path
 
-from modelforge import distributed, hardware, jobs
+from modelforge import distributed, hardware, store
 from modelforge.config import JobConfig
-from modelforge.db import Job, JobRank
+from modelforge.db import Job
 from modelforge.errors import ConfigError, JobError
 from modelforge.settings import Settings
 
@@ -55,9 +55,9 @@ def run_ranks(job: Job, settings: Settings, machine_rank: int = 0) -> int:
     os.environ["MODELFORGE_LAUNCHER_PID"] = str(os.getpid())
     os.environ["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = "[rank${rank}]:"
     if machine_rank == 0:
-        JobRank.delete().where(JobRank.job == job.id).execute()  # the rows of an earlier attempt
+        store.clear_ranks(job.id)  # the rows of an earlier attempt
         machines = config.distributed.num_machines
-        jobs.set_stage(job.id, "starting ranks" if machines == 1 else f"waiting for {machines - 1} machine(s) to join")
+        store.set_stage(job.id, "starting ranks" if machines == 1 else f"waiting for {machines - 1} machine(s) to join")
     log_dir = Path(job.output_dir) / RANK_LOGS_DIR / f"machine-{machine_rank}"
     log_dir.mkdir(parents=True, exist_ok=True)
     launch = distributed.describe_launch(config, gpu_count)
@@ -66,7 +66,7 @@ def run_ranks(job: Job, settings: Settings, machine_rank: int = 0) -> int:
         run(parse_args(torchrun_args(config, job.id, machine_rank, processes, log_dir)))
     except ChildFailedError as exc:
         rank, failure = _cause(job.id, exc)
-        row = JobRank.get_or_none(JobRank.job == job.id, JobRank.rank == rank)
+        row = store.rank_row(job.id, rank)
         if failure.exitcode < 0:
             how = f"was killed by {failure.signal_name()}"
         else:
@@ -77,14 +77,12 @@ def run_ranks(job: Job, settings: Settings, machine_rank: int = 0) -> int:
             "The job's other ranks were stopped." + (f"\nLast log lines of rank {rank}:\n{tail}" if tail else "")
         )
         log.error("%s", error)
-        JobRank.update(state="failed").where(JobRank.job == job.id, JobRank.rank == rank).execute()
-        if jobs.get_job(job.id).status == "running":  # another machine's launcher may have recorded it first
-            jobs.finish(job.id, "failed", error=error)
+        store.set_rank_state(job.id, rank, "failed")
+        if store.get_job(job.id).status == "running":  # another machine's launcher may have recorded it first
+            store.finish(job.id, "failed", error=error)
         return 1
     finally:
-        JobRank.update(state="stopped").where(
-            JobRank.job == job.id, JobRank.machine_rank == machine_rank, JobRank.state.not_in(FINAL_RANK_STATES)
-        ).execute()
+        store.stop_machine_ranks(job.id, machine_rank, FINAL_RANK_STATES)
     return 0
 
 
@@ -97,12 +95,7 @@ def _cause(job_id: int, exc):
     }
     if killed:
         return min(killed.items(), key=lambda item: item[1].timestamp)
-    first_error = (
-        JobRank.select()
-        .where(JobRank.job == job_id, JobRank.rank.in_(list(failures)), JobRank.error.is_null(False))
-        .order_by(JobRank.updated_at)
-        .first()
-    )
+    first_error = store.first_rank_error(job_id, list(failures))
     if first_error is not None:
         return first_error.rank, failures[first_error.rank]
     return exc.get_first_failure()
@@ -125,7 +118,7 @@ def join(job_id: int, settings: Settings, machine_rank: int, wait_seconds: float
             "join reads the job from the database machine 0 uses, and this machine has only its own SQLite file: "
             "set DATABASE_URL to the same postgresql://... URL as machine 0."
         )
-    job = jobs.get_job(job_id)
+    job = store.get_job(job_id)
     machines = JobConfig.from_json(job.config).distributed.num_machines
     if not 0 < machine_rank < machines:
         which = f"1 to {machines - 1}" if machines > 1 else "none: it runs on one machine"
@@ -136,7 +129,7 @@ def join(job_id: int, settings: Settings, machine_rank: int, wait_seconds: float
     while job.status == "queued" and time.monotonic() < deadline:
         log.info("job %d is queued on machine 0; waiting for it to start", job.id)
         time.sleep(2)
-        job = jobs.get_job(job_id)
+        job = store.get_job(job_id)
     if job.status != "running":
         raise JobError(f"Job {job.id} is {job.status}; machines join a job while machine 0 runs it.")
     return run_ranks(job, settings, machine_rank)

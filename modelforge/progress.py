@@ -11,7 +11,7 @@ import time
 
 from transformers import TrainerCallback
 
-from modelforge import jobs, ranks
+from modelforge import ranks, store
 from modelforge.db import CONNECTION_ERRORS, unreachable
 from modelforge.errors import DatabaseError
 
@@ -51,7 +51,7 @@ class ProgressCallback(TrainerCallback):
         ranks.record(self.job_id, "training", step=state.global_step)
         if not state.is_world_process_zero:
             return
-        jobs.update(
+        store.update(
             self.job_id,
             stage=self.stage,
             total_steps=self.step_offset + state.max_steps,
@@ -75,8 +75,8 @@ class ProgressCallback(TrainerCallback):
         self._last_write = now
         tokens_per_second, eta = self._rates(state)
         try:
-            jobs.update(self.job_id, **self._position(state), tokens_per_second=tokens_per_second, eta_seconds=eta)
-            return jobs.cancel_requested(self.job_id)
+            store.update(self.job_id, **self._position(state), tokens_per_second=tokens_per_second, eta_seconds=eta)
+            return store.cancel_requested(self.job_id)
         except CONNECTION_ERRORS as exc:
             self.database_lost = unreachable(exc)
             return False
@@ -91,7 +91,7 @@ class ProgressCallback(TrainerCallback):
             return
         tokens_per_second, _ = self._rates(state)
         try:
-            jobs.record_metrics(
+            store.record_metrics(
                 self.job_id,
                 **self._position(state),
                 loss=logs.get("loss"),

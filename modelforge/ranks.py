@@ -13,7 +13,8 @@ import os
 import signal
 import socket
 
-from modelforge.db import JobRank, utcnow
+from modelforge import store
+from modelforge.db import utcnow
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -72,20 +73,10 @@ def record(job_id: int, state: str, **fields) -> None:
     if world_size() == 1:
         return
     values = dict(state=state, updated_at=utcnow(), **fields)
-    updated = JobRank.update(**values).where(JobRank.job == job_id, JobRank.rank == rank(), JobRank.pid == os.getpid())
-    if updated.execute():
-        return
-    JobRank.delete().where(JobRank.job == job_id, JobRank.rank == rank()).execute()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    JobRank.create(
-        job=job_id,
-        rank=rank(),
-        machine_rank=int(os.environ.get("GROUP_RANK", rank() // local_world)),
-        world_size=world_size(),
-        host=socket.gethostname(),
-        pid=os.getpid(),
-        **{"device": "cpu", **values},
-    )
+    placement = dict(machine_rank=int(os.environ.get("GROUP_RANK", rank() // local_world)), world_size=world_size(),
+                     host=socket.gethostname(), device="cpu")
+    store.record_rank(job_id, rank(), os.getpid(), values, placement)
 
 
 def weights_digest(model) -> str:

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from modelforge import jobs
+from modelforge import jobs, store
 from modelforge.config import JobConfig
-from modelforge.db import CONNECTION_ERRORS, RESUMABLE_STATUSES, Job, exclusive_transaction, unreachable, utcnow
+from modelforge.db import CONNECTION_ERRORS, RESUMABLE_STATUSES, Job, unreachable, utcnow
 from modelforge.errors import ConfigError, JobError
 from modelforge.providers import PROVIDERS
 from modelforge.settings import Settings
@@ -90,7 +90,7 @@ class JobRunner:
         output_dir = self._output_dir(config)
         output_dir.mkdir(parents=True, exist_ok=True)
         config = config.model_copy(update={"output_dir": str(output_dir)})
-        return Job.create(name=config.name, config=config.to_json(), output_dir=str(output_dir))
+        return store.create_job(config.name, config.to_json(), str(output_dir))
 
     def _output_dir(self, config: JobConfig) -> Path:
         if config.output_dir:
@@ -114,20 +114,20 @@ class JobRunner:
 
     def cancel(self, job_id: int) -> Job:
         """Queued jobs are cancelled at once; a running job stops at its next step and saves a checkpoint."""
-        job = jobs.get_job(job_id)
-        if job.status == "queued" and not jobs.finish_queued(job.id, "cancelled", "Cancelled before it started."):
-            job = jobs.get_job(job_id)  # a runner claimed it meanwhile
+        job = store.get_job(job_id)
+        if job.status == "queued" and not store.finish_queued(job.id, "cancelled", "Cancelled before it started."):
+            job = store.get_job(job_id)  # a runner claimed it meanwhile
         if job.status == "running":
             if job.cancel_requested_at is None:
-                jobs.update(job.id, cancel_requested_at=utcnow())
+                store.update(job.id, cancel_requested_at=utcnow())
         elif job.status != "queued":
             raise JobError(f"Job {job.id} is {job.status}; only queued or running jobs can be cancelled.")
-        return jobs.get_job(job.id)
+        return store.get_job(job.id)
 
     def resume(self, job_id: int, num_processes: int | None = None) -> Job:
         """Queue a cancelled, interrupted or failed job again; it continues from its last checkpoint, with
         `num_processes` processes per machine if given (the checkpoint of a DDP job loads into any number)."""
-        job = jobs.get_job(job_id)
+        job = store.get_job(job_id)
         if job.status not in RESUMABLE_STATUSES:
             raise JobError(
                 f"Job {job.id} is {job.status}; only {', '.join(RESUMABLE_STATUSES)} jobs can be resumed."
@@ -135,7 +135,7 @@ class JobRunner:
         config = JobConfig.from_json(job.config)
         if num_processes is not None:
             config = config.with_overrides([f"distributed.num_processes={num_processes}"])
-        jobs.update(
+        store.update(
             job.id,
             config=config.to_json(),
             status="queued",
@@ -149,16 +149,16 @@ class JobRunner:
             eta_seconds=None,
             created_at=utcnow(),  # back of the queue
         )
-        return jobs.get_job(job.id)
+        return store.get_job(job.id)
 
     # -- supervision -------------------------------------------------------------------------------
     def recover(self) -> list[int]:
         """Mark jobs left running by a runner that is gone, and whose worker died with it, as interrupted."""
         interrupted = []
-        for job in Job.running():
+        for job in store.running_jobs():
             if self._orphaned(job):
                 tail = jobs.log_tail(job)
-                jobs.finish(
+                store.finish(
                     job.id,
                     "interrupted",
                     error="The job's worker was gone when ModelForge restarted; resume continues from the last "
@@ -184,7 +184,7 @@ class JobRunner:
         while True:
             try:
                 self.poll(up_to=job_id)
-                job = jobs.get_job(job_id)
+                job = store.get_job(job_id)
             except CONNECTION_ERRORS as exc:  # the worker saves a checkpoint and waits for it too
                 if not outage:
                     log.warning("%s Waiting for it to come back (Ctrl-C to leave).", unreachable(exc))
@@ -221,29 +221,10 @@ class JobRunner:
             self._stop.wait(interval)
 
     def _start_next(self, up_to: int | None) -> bool:
-        with exclusive_transaction():
-            if Job.running().count() >= self.max_concurrent:
-                return False
-            candidates = Job.queued()
-            if up_to is not None:
-                limit = jobs.get_job(up_to)
-                candidates = candidates.where(
-                    (Job.created_at < limit.created_at) | ((Job.created_at == limit.created_at) & (Job.id <= limit.id))
-                )
-            job = candidates.first()
-            if job is None:
-                return False
-            claimed = (
-                Job.update(
-                    status="running", stage="loading model", started_at=utcnow(), error=None,
-                    supervisor=self.identity, worker_pid=None, worker_host=None,
-                )
-                .where(Job.id == job.id, Job.status == "queued")
-                .execute()
-            )
-        if claimed:
+        job = store.claim_next(self.identity, self.max_concurrent, up_to)
+        if job is not None:
             self._spawn(job)
-        return bool(claimed)
+        return job is not None
 
     def _spawn(self, job: Job) -> None:
         log_file = jobs.log_path(job)
@@ -263,10 +244,10 @@ class JobRunner:
                     start_new_session=True,
                 )
         except OSError as exc:
-            jobs.finish(job.id, "failed", error=f"The worker process could not start ({python}): {exc}")
+            store.finish(job.id, "failed", error=f"The worker process could not start ({python}): {exc}")
             return
         self._workers[job.id] = process
-        jobs.update(job.id, worker_pid=process.pid, worker_host=socket.gethostname())
+        store.update(job.id, worker_pid=process.pid, worker_host=socket.gethostname())
         log.info("job %d started in worker %d", job.id, process.pid)
 
     def _reap(self) -> None:
@@ -276,25 +257,25 @@ class JobRunner:
                 continue
             self._record_exit(job_id, returncode)
             del self._workers[job_id]  # only once recorded: a poll that cannot reach the database retries
-        for job in Job.running():
+        for job in store.running_jobs():
             if self._orphaned(job):
                 # A worker this runner adopted (started by a runner that is gone) ended without a result.
-                jobs.finish(job.id, "failed", error="The worker process ended without recording a result.\n" + jobs.log_tail(job))
+                store.finish(job.id, "failed", error="The worker process ended without recording a result.\n" + jobs.log_tail(job))
 
     def _record_exit(self, job_id: int, returncode: int) -> None:
-        job = jobs.get_job(job_id)
+        job = store.get_job(job_id)
         if job.status != "running":
             return  # the worker recorded its own ending
         if job.cancel_requested_at is not None:
-            jobs.finish(job_id, "cancelled", error=f"{describe_exit(returncode)} while cancelling.")
+            store.finish(job_id, "cancelled", error=f"{describe_exit(returncode)} while cancelling.")
             return
         tail = jobs.log_tail(job)
         last_lines = f"\nLast log lines:\n{tail}" if tail else ""
         if returncode == EXIT_DATABASE_UNREACHABLE:
-            jobs.finish(job_id, "interrupted", error="The worker stopped because the database was unreachable; "
+            store.finish(job_id, "interrupted", error="The worker stopped because the database was unreachable; "
                         "resume continues from the last checkpoint." + last_lines)
             return
-        jobs.finish(job_id, "failed", error=describe_exit(returncode) + "." + last_lines)
+        store.finish(job_id, "failed", error=describe_exit(returncode) + "." + last_lines)
 
     def _orphaned(self, job: Job) -> bool:
         """Whether a running job has lost its worker, judged only once the runner that started it is gone: until its
@@ -304,7 +285,7 @@ class JobRunner:
         return not self._worker_alive(job)
 
     def _enforce_cancellations(self) -> None:
-        for job in Job.running().where(Job.cancel_requested_at.is_null(False)):
+        for job in store.cancelling_jobs():
             waited = (utcnow() - job.cancel_requested_at).total_seconds()
             if waited > self.cancel_grace:
                 self.kill(job, f"did not stop within {self.cancel_grace:.0f} s of the cancel request and was killed")
@@ -318,7 +299,7 @@ class JobRunner:
         process = self._workers.pop(job.id, None)
         if process:
             process.wait()
-        jobs.finish(job.id, "cancelled", error=f"The worker {reason}.")
+        store.finish(job.id, "cancelled", error=f"The worker {reason}.")
 
     def _worker_alive(self, job: Job) -> bool:
         process = self._workers.get(job.id)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from modelforge import checkpoints, data, evaluation, gguf, jobs, ranks
+from modelforge import checkpoints, data, evaluation, gguf, ranks, store
 from modelforge.config import SHARDING_STRATEGIES, JobConfig
-from modelforge.db import DatasetRecord, Job
+from modelforge.db import Job
 from modelforge.demo_model import DEMO_MODEL_NAME
 from modelforge.errors import ConfigError, DatabaseError, JobCancelled, JobError, UnavailableError
 from modelforge.runtime import Runtime, resolve_runtime
@@ -63,7 +63,7 @@ def resolve_init_from(config: JobConfig, settings: Settings) -> JobConfig:
         return config
     value = config.init_from
     if value.isdigit():  # a job id; a folder named like a number is given as ./3
-        job = Job.get_or_none(Job.id == int(value))
+        job = store.find_job(int(value))
         if job is None:
             raise ConfigError(f"init_from: there is no job {value}; `python -m modelforge jobs` lists them.")
         if job.status != "completed":
@@ -110,7 +110,7 @@ def _same_model(a: str, b: str) -> bool:
 
 def resolve_dataset_source(source: str) -> str:
     """A saved dataset's name stands for its stored file; anything else is a path or a hub id."""
-    record = DatasetRecord.get_or_none(DatasetRecord.name == source)
+    record = store.dataset_record(source)
     return record.path if record else source
 
 
@@ -149,7 +149,7 @@ def runnable_strategy(config: JobConfig):
 
 
 def _check_cancel(job_id: int) -> None:
-    if ranks.agree(ranks.is_main() and jobs.cancel_requested(job_id)):
+    if ranks.agree(ranks.is_main() and store.cancel_requested(job_id)):
         raise JobCancelled("Cancelled before training started.")
 
 
@@ -182,8 +182,8 @@ def run_job(job: Job, settings: Settings) -> None:
     healing.free_memory()
     note = healing.describe_change(config, retry, failed_step, last_checkpoint(Path(job.output_dir)))
     log.warning("%s", note)
-    jobs.update(job.id, config=retry.to_json(), resume=True, stage="retrying with half the batch")
-    _run(jobs.get_job(job.id), settings, Attempt(notes=[note]))
+    store.update(job.id, config=retry.to_json(), resume=True, stage="retrying with half the batch")
+    _run(store.get_job(job.id), settings, Attempt(notes=[note]))
 
 
 def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
@@ -209,7 +209,7 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
 
     def set_stage(stage: str) -> None:
         if main:
-            jobs.set_stage(job.id, stage)
+            store.set_stage(job.id, stage)
 
     set_stage("loading model")
     runtime = resolve_runtime(config)
@@ -290,7 +290,7 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
         saved = last_checkpoint(output_dir)
         if main:
             reason = f"{diagnosis} Checkpoint: {saved}." if diagnosis else f"Cancelled at step {steps}; checkpoint {saved}."
-            jobs.finish(job.id, status, error=reason)
+            store.finish(job.id, status, error=reason)
         log.info("%s at step %d: %s", status, steps, diagnosis or "the user cancelled")
         return
 
@@ -317,7 +317,7 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
         if eval_dataset is not None:
             metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
             if main:
-                jobs.record_metrics(job.id, step=steps, eval_loss=metrics["eval_loss"])
+                store.record_metrics(job.id, step=steps, eval_loss=metrics["eval_loss"])
         tuned_predictions = evaluation.predict(trainer.model, loaded.tokenizer, config, eval_records)
         metrics["evaluation"] = evaluation.compare(config, eval_records, tuned_predictions, base_predictions, run.reward)
 
@@ -335,5 +335,5 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
     resolved.training.gradient_checkpointing = runtime.gradient_checkpointing
     (output_dir / CONFIG_FILE).write_text(resolved.to_yaml(), encoding="utf-8")
     (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    jobs.finish(job.id, "completed", metrics=metrics)
+    store.finish(job.id, "completed", metrics=metrics)
     log.info("completed: %s", json.dumps(metrics))

@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from modelforge import checkpoints, jobs, ranks
+from modelforge import checkpoints, ranks, store
 from modelforge.config import JobConfig
 from modelforge.distributed import restrict_gpus
 from modelforge.db import CONNECTION_ERRORS, init_database, unreachable
@@ -45,7 +45,7 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_env()
     try:
         init_database(settings)
-        job = jobs.get_job(job_id)
+        job = store.get_job(job_id)
     except DatabaseError as exc:
         logging.error("%s", exc)
         return EXIT_DATABASE_UNREACHABLE
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
         ranks.die_with_launcher()
         logging.info("rank %d of %d (pid %d) starting job %d", ranks.rank(), ranks.world_size(), os.getpid(), job_id)
     else:
-        jobs.update(job_id, worker_pid=os.getpid(), worker_host=socket.gethostname())
+        store.update(job_id, worker_pid=os.getpid(), worker_host=socket.gethostname())
         logging.info("worker %d starting job %d (%s)", os.getpid(), job_id, job.name)
     try:
         if not ranks.is_rank_process() and JobConfig.from_json(job.config).distributed.is_distributed:
@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
         return _record_interrupted_when_reachable(job_id, message) if ranks.is_main() else EXIT_DATABASE_UNREACHABLE
     except JobCancelled as exc:
         if ranks.is_main():
-            jobs.finish(job_id, "cancelled", error=str(exc))
+            store.finish(job_id, "cancelled", error=str(exc))
         logging.info("%s", exc)
     except ModelForgeError as exc:
         logging.error("%s", exc)
@@ -106,7 +106,7 @@ def _record_interrupted_when_reachable(job_id: int, message: str) -> int:
     deadline = time.monotonic() + float(os.environ.get("MODELFORGE_DATABASE_WAIT", DEFAULT_DATABASE_WAIT_SECONDS))
     while True:
         try:
-            jobs.finish(job_id, "interrupted", error=message)
+            store.finish(job_id, "interrupted", error=message)
             logging.info("the database is back: job %d recorded as interrupted", job_id)
             return EXIT_DATABASE_UNREACHABLE
         except CONNECTION_ERRORS as exc:
@@ -123,7 +123,7 @@ def _fail(job_id: int, message: str) -> None:
     if ranks.world_size() > 1:
         ranks.record(job_id, "failed", error=message)
     else:
-        jobs.finish(job_id, "failed", error=message)
+        store.finish(job_id, "failed", error=message)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from modelforge import accounts, jobs
+from modelforge import accounts, jobs, store
 from modelforge.accounts import LOCAL, Account, SignIn, sign_in_for
 from modelforge.db import DatasetRecord, Job, init_database
 from modelforge.settings import Settings
@@ -100,7 +100,7 @@ def test_a_user_sees_and_controls_only_their_own_jobs_an_admin_all_checked_in_th
     with pytest.raises(JobError, match="belongs to no one \\(it predates accounts\\): only an admin"):
         engine.delete_job(legacy.id, account=BOB)
     assert fake_hub.requests == []  # the push was refused before the Hub was asked anything
-    assert jobs.get_job(theirs.id).status == "queued" and jobs.get_job(theirs.id).cancel_requested_at is None
+    assert store.get_job(theirs.id).status == "queued" and store.get_job(theirs.id).cancel_requested_at is None
 
     assert engine.cancel(theirs.id, account=BOB).status == "cancelled"
     engine.delete_job(legacy.id, account=ADMIN)
@@ -119,7 +119,7 @@ def test_jobs_and_datasets_record_their_owner(engine, mapping_dataset):
     with pytest.raises(Exception, match="'alice-words' belongs to another user"):
         engine.submit(JobConfig(dataset="alice-words", training={"max_steps": 1}), BOB)
     job = engine.submit(JobConfig(dataset="alice-words", training={"max_steps": 1}), ALICE)
-    assert jobs.get_job(job.id).owner == "alice"
+    assert store.get_job(job.id).owner == "alice"
 
 
 def test_an_older_database_gains_owner_columns_its_rows_visible_to_admins_only(engine, tmp_path, monkeypatch):

@@ -98,7 +98,7 @@ def test_lora_sft_through_the_cli_learns_an_unseen_word_mapping(tmp_path, settin
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modelforge import jobs
+    from modelforge import store
     from modelforge.db import Job, init_database
 
     train, held_out = _split_mapping_rows(ROOT / "assets" / "samples" / "text-generation.jsonl")
@@ -129,7 +129,7 @@ def test_lora_sft_through_the_cli_learns_an_unseen_word_mapping(tmp_path, settin
     assert table["perplexity"]["tuned"] < table["perplexity"]["base"] / 10
     example = metrics["evaluation"]["examples"][0]
     assert set(example) == {"input", "expected", "base", "tuned"}
-    points = jobs.metric_points(job.id)
+    points = store.metric_points(job.id)
     losses = [p.loss for p in points if p.loss is not None]
     assert len(losses) >= 10 and losses[-1] < losses[0] / 4
     assert any(p.eval_loss is not None for p in points)

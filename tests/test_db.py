@@ -58,7 +58,7 @@ def test_a_database_made_by_an_older_version_loses_what_nothing_reads_and_keeps_
     from peewee import ForeignKeyField
     from playhouse.migrate import SchemaMigrator, migrate
 
-    from modelforge import jobs
+    from modelforge import store
     from modelforge.db import DatasetRecord, MetricPoint
 
     db = init_database(settings)
@@ -70,7 +70,7 @@ def test_a_database_made_by_an_older_version_loses_what_nothing_reads_and_keeps_
     old = Job.create(name="old", config="{}", output_dir="/x")
     db.execute_sql(f"UPDATE jobs SET dataset_id = {dataset.id} WHERE id = {old.id}")
     db.execute_sql(f"INSERT INTO model_artifacts VALUES (1, {old.id}, 'adapter', '/x')")
-    jobs.record_metrics(old.id, step=5, loss=0.5)
+    store.record_metrics(old.id, step=5, loss=0.5)
     database.close()
 
     init_database(settings)

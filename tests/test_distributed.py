@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from modelforge import distributed, jobs
+from modelforge import distributed, jobs, store
 from modelforge.config import JobConfig
 from modelforge.db import Job, JobRank, init_database
 from modelforge.errors import ConfigError, UnavailableError
@@ -68,7 +68,7 @@ def test_a_two_process_ddp_job_from_the_cli_learns_as_well_as_one_process(tmp_pa
     assert [(r.rank, r.world_size, r.state, r.step) for r in ranks] == [(0, 2, "completed", 60), (1, 2, "completed", 60)]
     assert ranks[0].pid != ranks[1].pid and ranks[0].weights_digest == ranks[1].weights_digest is not None
     # Only rank 0 writes the curve: one row per logged step.
-    logged = [p.step for p in jobs.metric_points(two.id) if p.loss is not None]
+    logged = [p.step for p in store.metric_points(two.id) if p.loss is not None]
     assert logged == list(range(5, 61, 5))
     log = jobs.log_path(two).read_text()
     assert "[rank0]:" in log and "[rank1]:" in log and "rank 1 of 2" in log
@@ -126,7 +126,7 @@ def test_cancel_kill_and_resume_of_a_two_process_job_in_the_apps_runner(engine):
     assert job.status == "completed", job.error
     assert job.step == 300 and "world_size" not in job.final_metrics
     assert f"resuming from {Path(job.output_dir) / f'checkpoint-{stopped_at}'}" in jobs.log_path(job).read_text()
-    steps = [p.step for p in jobs.metric_points(job.id) if p.loss is not None]
+    steps = [p.step for p in store.metric_points(job.id) if p.loss is not None]
     assert steps[-1] == 300 and steps[:stopped_at] == list(range(1, stopped_at + 1))
 
 
@@ -233,7 +233,7 @@ def test_a_job_on_two_machines_over_loopback_shares_one_postgresql_job_store(eng
     )
     job = engine.submit(config)
     engine.runner.poll()  # machine 0 starts the job and its rank 0, which waits for machine 1
-    assert jobs.get_job(job.id).status == "running"
+    assert store.get_job(job.id).status == "running"
     # Machine 1: its own data folder, the same database, the documented command.
     machine_1 = tmp_path / "machine-1"
     machine_1.mkdir()

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mapping_data import SAMPLE, mapping_rows, write_jsonl
-from modelforge import jobs, training
+from modelforge import store, training
 from modelforge.config import JobConfig
 from modelforge.db import Job
 from modelforge.errors import ConfigError, DatasetError
@@ -26,7 +26,7 @@ def train_in_process(engine, config: JobConfig) -> Job:
     engine.check(config)
     job = engine.runner.submit(config)
     training.run_job(job, engine.settings)
-    return jobs.get_job(job.id)
+    return store.get_job(job.id)
 
 
 def sft_config(name: str, dataset: Path) -> JobConfig:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelforge import export, jobs
+from modelforge import export, store
 from modelforge.db import Job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,9 +58,9 @@ def test_a_qlora_job_is_merged_into_the_unquantized_base(tuned_job, engine):
     from modelforge.config import JobConfig
 
     config = JobConfig.from_json(tuned_job.config).model_copy(update={"strategy": "qlora", "quantization": "4bit"})
-    jobs.update(tuned_job.id, config=config.to_json())
+    store.update(tuned_job.id, config=config.to_json())
 
-    folder = export.merge_job(jobs.get_job(tuned_job.id), engine.settings)
+    folder = export.merge_job(store.get_job(tuned_job.id), engine.settings)
 
     saved = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in saved and saved["dtype"] == "float32"
@@ -114,7 +114,7 @@ def test_export_command_shows_the_adapter_and_refuses_what_cannot_be_merged(fini
     assert f"error: Job #{full_job.id} is a full fine-tune: there is no adapter to merge" in full.stderr
     assert full_job.output_dir in full.stderr
 
-    jobs.update(finished_job.id, status="failed")
+    store.update(finished_job.id, status="failed")
     for args, expected in (((str(finished_job.id), "--merged"), "is failed: only a completed job"),
                            (("999",), "No job with id 999")):
         result = run_cli(*args, settings=settings)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import create_database, free_port, start_postgres
 
-from modelforge import checkpoints, jobs
+from modelforge import checkpoints, store
 from modelforge.config import JobConfig
 from modelforge.db import Job, database, init_database
 from modelforge.engine import Engine
@@ -46,7 +46,7 @@ def _whole_checkpoints(output_dir: Path) -> list[Path]:
 
 
 def _points(job_id: int) -> list[tuple[int, float]]:
-    return [(point.step, point.loss) for point in jobs.metric_points(job_id) if point.loss is not None]
+    return [(point.step, point.loss) for point in store.metric_points(job_id) if point.loss is not None]
 
 
 @SLOW_ON_A_BUSY_MACHINE
@@ -55,7 +55,7 @@ def test_the_web_server_killed_mid_job_leaves_the_job_training_and_a_restart_ado
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         job = engine.submit(_config(mapping_dataset["train"], max_steps=80))
-        job = _wait_for(lambda: (j := jobs.get_job(job.id)).step >= 5 and j, what="training in the app's worker")
+        job = _wait_for(lambda: (j := store.get_job(job.id)).step >= 5 and j, what="training in the app's worker")
         assert job.supervisor == process_identity(app.pid)  # the app's runner claimed it
     finally:
         os.killpg(app.pid, signal.SIGKILL)
@@ -63,7 +63,7 @@ def test_the_web_server_killed_mid_job_leaves_the_job_training_and_a_restart_ado
     seen = _points(job.id)
 
     restarted = Engine.create(engine.settings)  # what `python app.py` does first: judge the jobs left running
-    assert jobs.get_job(job.id).status == "running"  # its worker lives on in its own session: not interrupted
+    assert store.get_job(job.id).status == "running"  # its worker lives on in its own session: not interrupted
     job = restarted.runner.wait(job.id)
     assert (job.status, job.error, job.step) == ("completed", None, 80)
     points = _points(job.id)
@@ -80,7 +80,7 @@ def test_a_crash_interrupts_the_job_and_resume_sets_a_damaged_checkpoint_aside(e
     job = _wait_for(lambda: Job.get_or_none(Job.id == 1), what="the CLI's job")
     output_dir = Path(job.output_dir)
     _wait_for(lambda: len(_whole_checkpoints(output_dir)) >= 2, what="two checkpoints")
-    job = jobs.get_job(job.id)
+    job = store.get_job(job.id)
     os.killpg(job.worker_pid, signal.SIGKILL)  # the machine goes down: runner and worker together
     cli.kill()
     cli.wait()
@@ -88,7 +88,7 @@ def test_a_crash_interrupts_the_job_and_resume_sets_a_damaged_checkpoint_aside(e
     kept = _points(job.id)
 
     restarted = Engine.create(engine.settings)
-    job = jobs.get_job(job.id)
+    job = store.get_job(job.id)
     assert job.status == "interrupted"
     assert "The job's worker was gone when ModelForge restarted; resume continues from the last checkpoint" in job.error
 
@@ -112,7 +112,7 @@ def test_resume_with_no_intact_checkpoint_says_so_and_sets_it_aside(engine, mapp
     assert job.status == "completed", job.error
     checkpoint = checkpoints.newest_first(Path(job.output_dir))[0]
     (checkpoint / "trainer_state.json").write_text('{"global_step": 10, "log_hist')  # cut short
-    jobs.update(job.id, status="interrupted")
+    store.update(job.id, status="interrupted")
 
     engine.runner.resume(job.id)
     job = engine.runner.wait(job.id)
@@ -234,7 +234,7 @@ def test_the_database_gone_mid_job_interrupts_it_with_a_checkpoint_and_resume_fi
         out, err = cli.communicate(timeout=900)
         assert cli.returncode == 1
         assert "The database became unreachable" in err and "Traceback" not in err
-        job = jobs.get_job(1)
+        job = store.get_job(1)
         assert job.status == "interrupted"
         assert job.error.startswith("The database became unreachable: ")
         saved = checkpoints.newest_first(Path(job.output_dir))[0]

@@ -4,7 +4,7 @@ a loss that blows up (a learning rate far too high) stops with a checkpoint and 
 import pytest
 import yaml
 
-from modelforge import jobs
+from modelforge import jobs, store
 from modelforge.config import JobConfig
 from modelforge.healing import FAULT_OOM_BATCH, FAULT_OOM_STEP
 from modelforge.training import last_checkpoint
@@ -33,7 +33,7 @@ def test_out_of_memory_retries_from_the_checkpoint_with_half_the_batch(app_clien
     assert (saved["batch_size"], saved["gradient_accumulation"]) == (4, 2)
     log = jobs.log_path(job).read_text()
     assert "simulated out of memory" in log and note in log and "resuming from" in log and "checkpoint-5" in log
-    steps = [point.step for point in jobs.metric_points(job.id) if point.loss is not None]
+    steps = [point.step for point in store.metric_points(job.id) if point.loss is not None]
     assert steps[-1] == 12 and 6 in steps  # the first try logged up to step 6, the retry from 6 on
 
     app_client.predict(api_name="/history")  # the page refreshes its list of jobs

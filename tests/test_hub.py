@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard, constants
 
-from modelforge import export, jobs
+from modelforge import export, store
 from modelforge.hub import HubError, push_job, upload_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,13 +37,13 @@ MERGED_FILES = {"config.json", "generation_config.json", "model.safetensors", "t
 def evaluated_job(finished_job):
     """finished_job with what a real run leaves: loss points, start and end times, hardware and a before/after table."""
     for step, loss in ((2, 2.5), (4, 1.6), (6, 1.1), (8, 0.7), (10, 0.5)):
-        jobs.record_metrics(finished_job.id, step=step, loss=loss)
-    jobs.record_metrics(finished_job.id, step=10, eval_loss=0.75)
+        store.record_metrics(finished_job.id, step=step, loss=loss)
+    store.record_metrics(finished_job.id, step=10, eval_loss=0.75)
     started = datetime(2026, 11, 27, 12, 0, 0)
-    jobs.update(finished_job.id, started_at=started, finished_at=started + timedelta(seconds=90))
+    store.update(finished_job.id, started_at=started, finished_at=started + timedelta(seconds=90))
     metrics = {"train_loss": 0.5, "eval_loss": 0.75, "steps": 10, "hardware": "CPU (2 cores)", "evaluation": EVALUATION}
     (Path(finished_job.output_dir) / "metrics.json").write_text(json.dumps(metrics))
-    return jobs.get_job(finished_job.id)
+    return store.get_job(finished_job.id)
 
 
 def assert_token_stored_nowhere(engine, job_id):
@@ -305,9 +305,9 @@ def test_unreachable_hub_is_a_clear_error(finished_job, engine, monkeypatch):
 def test_bad_repo_id_and_unfinished_job_fail_before_any_request(finished_job, engine, fake_hub):
     with pytest.raises(HubError, match="not a valid repo id"):
         push_job(finished_job, "alice/two words", engine.settings, token=TOKEN)
-    jobs.update(finished_job.id, status="running")
+    store.update(finished_job.id, status="running")
     with pytest.raises(export.ExportError, match="is running: only a completed job has a model to export or push"):
-        push_job(jobs.get_job(finished_job.id), "alice/demo", engine.settings, token=TOKEN)
+        push_job(store.get_job(finished_job.id), "alice/demo", engine.settings, token=TOKEN)
     assert fake_hub.requests == []
 
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from mapping_data import mapping_rows, write_jsonl
-from modelforge import jobs, training
+from modelforge import store, training
 from modelforge.config import JobConfig
 from modelforge.db import Job
 
@@ -25,7 +25,7 @@ def train_in_process(engine, config: JobConfig) -> Job:
     engine.check(config)
     job = engine.runner.submit(config)
     training.run_job(job, engine.settings)
-    return jobs.get_job(job.id)
+    return store.get_job(job.id)
 
 
 def test_rlhf_reward_model_ranks_held_out_pairs_and_the_policy_earns_more_reward(engine, demo_model_path, tmp_path):
@@ -59,7 +59,7 @@ def test_rlhf_reward_model_ranks_held_out_pairs_and_the_policy_earns_more_reward
     job = train_in_process(engine, config)
     assert job.status == "completed", job.error
     assert job.step == job.total_steps == 40 + 40  # the step counter runs on from stage 1 into stage 2
-    logged = [point.step for point in jobs.metric_points(job.id) if point.loss is not None]
+    logged = [point.step for point in store.metric_points(job.id) if point.loss is not None]
     assert min(logged) <= 40 < max(logged)  # both stages' losses are on the job's curve
     reward_dir = Path(job.output_dir) / "reward_model"
     assert json.loads((reward_dir / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modelforge import jobs
+from modelforge import jobs, store
 from modelforge.config import JobConfig
 from modelforge.db import Job, MetricPoint, init_database
 from modelforge.errors import ConfigError, DatasetError, JobError
@@ -33,7 +33,7 @@ def _poll_until(runner, job_id, predicate, timeout=180):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runner.poll()
-        job = jobs.get_job(job_id)
+        job = store.get_job(job_id)
         if predicate(job):
             return job
         time.sleep(0.2)
@@ -56,7 +56,7 @@ def test_cancel_saves_a_checkpoint_and_resume_finishes_the_same_job(engine, mapp
     assert job.status == "completed", job.error
     assert job.step == 300
     assert Job.select().count() == 1
-    steps = [p.step for p in jobs.metric_points(job.id) if p.loss is not None]
+    steps = [p.step for p in store.metric_points(job.id) if p.loss is not None]
     assert steps[-1] == 300 and max(steps[: steps.index(stopped_at) + 1]) == stopped_at
     assert "resuming from" in jobs.log_path(job).read_text()
 
@@ -77,15 +77,15 @@ def test_a_restarted_runner_marks_orphaned_running_jobs_interrupted(engine, mapp
     dead = subprocess.Popen(["true"])
     dead.wait()
     orphan = engine.runner.submit(_config(mapping_dataset["train"]))
-    jobs.update(orphan.id, status="running", stage="training", worker_pid=dead.pid)
+    store.update(orphan.id, status="running", stage="training", worker_pid=dead.pid)
     # A live process that is not a worker (pid reuse) does not keep a job alive either.
     impostor = engine.runner.submit(_config(mapping_dataset["train"]))
-    jobs.update(impostor.id, status="running", stage="training", worker_pid=os.getpid())
+    store.update(impostor.id, status="running", stage="training", worker_pid=os.getpid())
 
     restarted = JobRunner(engine.settings)
     assert sorted(restarted.recover()) == [orphan.id, impostor.id]
     for job_id in (orphan.id, impostor.id):
-        job = jobs.get_job(job_id)
+        job = store.get_job(job_id)
         assert job.status == "interrupted"
         assert "resume" in job.error
 
@@ -95,13 +95,13 @@ def test_jobs_wait_in_a_fifo_queue_and_train_one_at_a_time(engine, mapping_datas
     first = engine.submit(_config(mapping_dataset["train"]))
     second = engine.submit(_config(mapping_dataset["train"]))
     engine.runner.poll()
-    assert jobs.get_job(first.id).status == "running"
-    assert jobs.get_job(second.id).status == "queued"
-    assert jobs.get_job(second.id).output_dir != jobs.get_job(first.id).output_dir
+    assert store.get_job(first.id).status == "running"
+    assert store.get_job(second.id).status == "queued"
+    assert store.get_job(second.id).output_dir != store.get_job(first.id).output_dir
 
     assert engine.cancel(second.id).status == "cancelled"  # a queued job is cancelled at once
     engine.cancel(first.id, wait=True)
-    assert jobs.get_job(first.id).status == "cancelled"
+    assert store.get_job(first.id).status == "cancelled"
     with pytest.raises(JobError, match="only queued or running"):
         engine.cancel(first.id)
 
@@ -124,18 +124,18 @@ def test_a_job_being_started_by_a_live_runner_is_judged_by_no_other(engine, mapp
     try:
         job = engine.runner.submit(_config(mapping_dataset["train"]))
         waiting = engine.runner.submit(_config(mapping_dataset["train"]))
-        jobs.update(job.id, status="running", stage="loading model", supervisor=process_identity(claimant.pid))
+        store.update(job.id, status="running", stage="loading model", supervisor=process_identity(claimant.pid))
         other = JobRunner(engine.settings)
         assert other.recover() == []
         other.poll()
-        assert jobs.get_job(job.id).status == "running"
-        assert jobs.get_job(waiting.id).status == "queued"  # the slot stays taken: one job at a time
+        assert store.get_job(job.id).status == "running"
+        assert store.get_job(waiting.id).status == "queued"  # the slot stays taken: one job at a time
     finally:
         claimant.kill()
         claimant.wait()
     # Its runner gone and no worker ever recorded: now the job is judged, and the queue moves on.
     assert other.recover() == [job.id]
-    assert "resume continues from the last checkpoint" in jobs.get_job(job.id).error
+    assert "resume continues from the last checkpoint" in store.get_job(job.id).error
     engine.cancel(waiting.id)
 
 

@@ -145,7 +145,7 @@ def test_unsloth_dpo_continues_an_sft_adapter_and_learns_the_preferred_answers(e
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modelforge import jobs, training
+    from modelforge import store, training
     from modelforge.strategies.dpo import preference_scores
 
     _require_unsloth()
@@ -165,7 +165,7 @@ def test_unsloth_dpo_continues_an_sft_adapter_and_learns_the_preferred_answers(e
     engine.check(sft_config)
     sft = engine.runner.submit(sft_config)
     training.run_job(sft, engine.settings)  # its training stack is loaded in this process already
-    assert jobs.get_job(sft.id).status == "completed"
+    assert store.get_job(sft.id).status == "completed"
 
     config = JobConfig(
         name="dpo", provider="unsloth", strategy="dpo", init_from=str(sft.id),

@@ -6,7 +6,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from modelforge import accounts, jobs
+from modelforge import accounts, jobs, store
 from modelforge.accounts import SignIn
 from modelforge.db import Job
 from modelforge.ui import build_app
@@ -77,7 +77,7 @@ def test_a_signed_in_user_cannot_see_or_control_another_users_job(engine, signed
         with pytest.raises(AppError, match="is not in the list of choices"):
             alice.predict(*inputs, api_name=route)
     assert Job.get_or_none(Job.id == theirs.id) is not None
-    job = jobs.get_job(theirs.id)
+    job = store.get_job(theirs.id)
     assert (job.status, job.cancel_requested_at) == ("queued", None)
 
     bob = Client(signed_in_app, auth=("bob", PASSWORD), verbose=False)

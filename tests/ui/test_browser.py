@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from modelforge import jobs
+from modelforge import store
 from modelforge.config import JobConfig
 from modelforge.db import init_database
 from modelforge.hardware import detect, recommended_models
@@ -200,7 +200,7 @@ def _same_curve(drawn: list[tuple], stored: list[tuple], live: bool) -> None:
 
 def _stored(job_id: int):
     """The job's row and its MetricPoints, as the worker recorded them in the app's database."""
-    return jobs.get_job(job_id), jobs.metric_points(job_id)
+    return store.get_job(job_id), store.metric_points(job_id)
 
 
 def _losses(points, field: str = "loss") -> list[tuple[int, float]]:
