@@ -1,5 +1,6 @@
 """The project's own files keep their promises: README commands, CI, Dockerfile, registries, a light web process."""
 
+import ast
 import re
 import shutil
 import subprocess
@@ -69,6 +70,37 @@ def test_starting_the_app_imports_no_training_stack():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+# What a tab may import from the package: the engine (every use case), the names a form offers and the errors it
+# shows, and the UI's own helpers. From any other module only names: constants, and the hardware check's setup and
+# number formats.
+UI_MAY_IMPORT = ("engine", "errors", "accounts", "config", "tasks", "strategies", "ui")
+UI_MAY_NAME = {"modelforge.fit": {"FitSetup", "format_gb", "format_params"}}
+TRAINING_STACK = {"torch", "transformers", "peft", "trl", "peewee", "bitsandbytes"}
+
+
+def test_ui_modules_reach_the_package_only_through_the_engine():
+    """Read from the sources: a tab calls the engine, never data, dataset_store, inference, jobs, evaluation, export
+    or the database, and never imports the training stack (the light web process's promise, for every tab)."""
+    found = []
+    for path in sorted((ROOT / "modelforge" / "ui").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported = [(alias.name, None) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module == "modelforge":
+                imported = [(f"modelforge.{alias.name}", None) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                imported = [(node.module, alias.name) for alias in node.names]
+            else:
+                continue
+            for module, name in imported:
+                top, _, rest = module.partition(".")
+                allowed = (top != "modelforge" and top not in TRAINING_STACK) or rest.split(".")[0] in UI_MAY_IMPORT or (
+                    name is not None and (name.isupper() or name in UI_MAY_NAME.get(module, ())))
+                if not allowed:
+                    found.append(f"{path.name}: {module}" + (f".{name}" if name else ""))
+    assert found == []
 
 
 def test_ui_choices_are_the_registries_keys(engine):

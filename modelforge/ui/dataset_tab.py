@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-import random
 import re
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from modelforge import data, dataset_store, label_mask
+from modelforge.data import FORMATS
+from modelforge.dataset_store import DEFAULT_MAX_LENGTH, DEMO_MODEL, NAME_RULE
+from modelforge.engine import PREVIEW_ROWS
 from modelforge.errors import DatasetError, ModelForgeError, NotReadyError
 from modelforge.strategies import STRATEGIES
 from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS, TASKS
 from modelforge.ui.session import as_user, signed_in_only
 
-FILE_TYPES = [f".{name}" for name in data.FORMATS]
+FILE_TYPES = [f".{name}" for name in FORMATS]
 # One column dropdown per field; a task or strategy needs at most this many fields, the rest are hidden.
 SLOTS = max(len(fields) for fields in [*(task.fields for task in TASKS.values()), PREFERENCE_FIELDS])
 TABLE_COLUMNS = ["name", "task", "rows", "columns", "path", "saved"]
 ISSUES_SHOWN = 50
-PREVIEW_ROWS = 5
-STATS_SAMPLE = 20_000  # token lengths of bigger datasets are estimated from a random sample of this many rows
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#])")
-
-
-def fields_for(task: str, strategy: str | None) -> tuple[str, ...]:
-    """The fields a strategy reads for the task; the task's own fields when no strategy is chosen."""
-    return STRATEGIES[strategy].fields(task) if strategy in STRATEGIES else TASKS[task].fields
 
 
 def _escape(text: str) -> str:
@@ -39,22 +34,6 @@ def _failure(exc: ModelForgeError, file: str | None) -> str:
     """An error for the page: the upload's server-side temporary path shortened to its file name."""
     text = str(exc).replace(file, Path(file).name) if file else str(exc)
     return f"❌ {_escape(text)}"
-
-
-def _source(file: str | None, hub_id: str | None) -> str:
-    if file:
-        dataset_store.check_upload(file, Path(file).name)
-        return file
-    if hub_id and hub_id.strip():
-        hub_id = hub_id.strip()
-        # A page is no way into the server's files: only an upload or a Hub id, never a path typed here.
-        if not data.is_hub_id(hub_id):
-            raise DatasetError(
-                f"{hub_id!r} is not a Hugging Face Hub dataset id (owner/name or owner/name:split); "
-                "upload a file from your computer with the upload box instead."
-            )
-        return hub_id
-    raise DatasetError("Upload a file or enter a Hugging Face Hub dataset id first.")
 
 
 def _mapping(fields: tuple[str, ...], values: tuple) -> dict[str, str]:
@@ -70,7 +49,8 @@ def _slot_updates(fields: tuple[str, ...], columns: list[str], mapping: dict[str
     ]
 
 
-def _report_markdown(report: data.ValidationReport) -> str:
+def _report_markdown(report) -> str:
+    """A ValidationReport for the page: the verdict, the mapping, and the errors and warnings by line."""
     source = Path(report.source).name if Path(report.source).exists() else report.source
     mapping = ", ".join(name if column == name else f"{name} ← {column}" for name, column in report.columns.items())
     errors = len(report.errors)
@@ -104,8 +84,8 @@ def _stats_markdown(stats: dict, model: str, note: str, sampled_from: int | None
     return "\n\n".join(lines)
 
 
-def _xray_updates(masks: list[label_mask.RowMask]) -> list:
-    """One HighlightedText per previewed row: its trained tokens marked, the masked ones plain."""
+def _xray_updates(masks: list) -> list:
+    """One HighlightedText per previewed row (label_mask.RowMask): its trained tokens marked, the masked ones plain."""
     return [
         gr.update(
             visible=True, value=mask.highlighted(),
@@ -116,31 +96,18 @@ def _xray_updates(masks: list[label_mask.RowMask]) -> list:
     ]
 
 
-def _look(settings, records: list[dict], task: str, strategy, model: str, max_length, file: str | None) -> tuple:
+def _look(engine, records: list[dict], task: str, strategy, model: str, max_length, file: str | None) -> tuple:
     """(preview text, token statistics as markdown, histogram, refusal or None, X-ray updates) of valid records, with
     the chosen model's tokenizer. The refusal says why the SFT strategy would train nothing useful on them."""
-    sample = records if len(records) <= STATS_SAMPLE else random.Random(0).sample(records, STATS_SAMPLE)
-    max_length = int(max_length or dataset_store.DEFAULT_MAX_LENGTH)
-    masks, refusal = [], None
     try:
-        folder, note = dataset_store.resolve_model_folder(settings, model, task)
-        rows = dataset_store.preview(records, task, folder, PREVIEW_ROWS)
-        numbers = dataset_store.token_stats(sample, task, folder, max_length)
-        tokenizer = dataset_store.load_tokenizer(folder)
-        if label_mask.applies(strategy, task, tokenizer):
-            masks = label_mask.xray(tokenizer, records[:PREVIEW_ROWS], task, max_length)
-            try:
-                label_mask.check(tokenizer, sample, task, max_length)
-            except DatasetError as exc:
-                refusal = exc
+        look = engine.dataset_look(records, task, strategy, model, max_length)
     except NotReadyError as exc:
         return "", f"⏳ {_escape(str(exc))}", None, None, _xray_updates([])
     except ModelForgeError as exc:
         return "", _failure(exc, file), None, None, _xray_updates([])
-    shown = "\n\n".join(f"── row {number} ──\n{text}" for number, text in enumerate(rows, start=1))
-    stats = _stats_markdown(numbers, folder.name, note, len(records) if sample is not records else None)
-    figure = dataset_store.token_histogram(numbers["lengths"], numbers["max_length"])
-    return shown, stats, figure, refusal, _xray_updates(masks)
+    shown = "\n\n".join(f"── row {number} ──\n{text}" for number, text in enumerate(look.rows, start=1))
+    stats = _stats_markdown(look.stats, look.model, look.note, look.sampled_from)
+    return shown, stats, look.figure, look.refusal, _xray_updates(look.masks)
 
 
 def saved_table(engine, account):
@@ -163,19 +130,16 @@ def _columns(columns: dict) -> tuple:
 
 def inspect_file(engine, file, task, strategy):
     """A newly chosen file: its columns, the automatic mapping and a suggested name."""
-    fields = fields_for(task, strategy)
+    fields = engine.dataset_fields(task, strategy)
     invalid = [gr.update(interactive=False), None]
     if not file:
         return "", [], *_slot_updates(fields, [], {}), gr.skip(), *invalid
     try:
-        safe_name = dataset_store.check_upload(file, Path(file).name)
-        rows = data.read_rows(file)
+        safe_name, rows, names, mapping = engine.inspect_upload(file, fields)
     except ModelForgeError as exc:
         return _failure(exc, file), [], *_slot_updates(fields, [], {}), gr.skip(), *invalid
-    names = list(dict.fromkeys(column for row in rows for column in row.values))
-    mapping = data.detect_columns(names, fields)
     missing = [field for field in fields if field not in mapping]
-    message = f"**{_escape(Path(file).name)}**: {len(rows)} rows; columns: {_escape(', '.join(names))}."
+    message = f"**{_escape(Path(file).name)}**: {rows} rows; columns: {_escape(', '.join(names))}."
     if missing:
         message += f" Choose a column for {', '.join(missing)}, then press **Validate**."
     else:
@@ -183,10 +147,10 @@ def inspect_file(engine, file, task, strategy):
     return message, names, *_slot_updates(fields, names, mapping), safe_name.rsplit(".", 1)[0], *invalid
 
 
-def remap(task, strategy, names):
+def remap(engine, task, strategy, names):
     """Another task or strategy: its fields mapped afresh onto the file's columns; Save waits for a new Validate."""
-    fields = fields_for(task, strategy)
-    return *_slot_updates(fields, names, data.detect_columns(names, fields)), gr.update(interactive=False), None
+    fields = engine.dataset_fields(task, strategy)
+    return *_slot_updates(fields, names, engine.map_columns(names, fields)), gr.update(interactive=False), None
 
 
 def unvalidated():
@@ -196,21 +160,19 @@ def unvalidated():
 
 def validate(engine, file, hub_id, task, strategy, model, max_length, **columns):
     """The validation report, the preview, token statistics and the X-ray; Save enabled when the rows are good."""
-    fields = fields_for(task, strategy)
+    fields = engine.dataset_fields(task, strategy)
     invalid = [gr.update(interactive=False), None]
     hidden = _xray_updates([])
     try:
-        source = _source(file, hub_id)
-        result = data.validate(source, task, _mapping(fields, _columns(columns)) or None, fields)
+        source = engine.dataset_source(file, hub_id)
+        result = engine.validate_dataset(source, task, _mapping(fields, _columns(columns)), fields)
     except ModelForgeError as exc:
         return _failure(exc, file), "", "", None, *invalid, *[gr.skip()] * SLOTS, *hidden
     mapping = [gr.update(value=result.columns.get(field)) for field in fields]
     mapping += [gr.skip()] * (SLOTS - len(fields))
     shown, stats_text, figure, refusal, xray = ("", "", None, None, hidden)
     if result.records:
-        shown, stats_text, figure, refusal, xray = _look(
-            engine.settings, result.records, task, strategy, model, max_length, file
-        )
+        shown, stats_text, figure, refusal, xray = _look(engine, result.records, task, strategy, model, max_length, file)
     if not result.ok:
         return _report_markdown(result), shown, stats_text, figure, *invalid, *mapping, *xray
     if refusal is not None:
@@ -221,20 +183,13 @@ def validate(engine, file, hub_id, task, strategy, model, max_length, **columns)
 
 def save(engine, account, name, file, hub_id, task, strategy, validated, **columns):
     """Save the validated dataset under `name` for `account`; refused when anything changed since Validate."""
-    fields = fields_for(task, strategy)
+    fields = engine.dataset_fields(task, strategy)
     try:
-        source = _source(file, hub_id)
+        source = engine.dataset_source(file, hub_id)
         current = {"source": source, "task": task, "fields": fields, "columns": _mapping(fields, _columns(columns))}
         if validated != current:
             raise DatasetError("Press Validate first: the dataset, task or columns changed since the last check.")
-        name = dataset_store.check_name(name)
-        path = dataset_store.store_upload(engine.settings, file, Path(file).name) if file else source
-        try:
-            record = engine.save_dataset(name, path, task, current["columns"], fields, account)
-        except BaseException:
-            if file:
-                path.unlink(missing_ok=True)
-            raise
+        record = engine.save_dataset(name, source, task, current["columns"], fields, account, upload=bool(file))
     except ModelForgeError as exc:
         return _failure(exc, file), saved_table(engine, account), gr.skip(), gr.skip()
     message = (
@@ -261,7 +216,7 @@ def build(engine) -> list:
     columns = gr.State([])  # the columns of the uploaded file, for the mapping dropdowns
     validated = gr.State(None)  # what the last successful validation checked; Save requires it unchanged
     with gr.Row():
-        initial = fields_for(task.value, None)
+        initial = engine.dataset_fields(task.value)
         slots = [
             gr.Dropdown(
                 [], value=None, allow_custom_value=True, visible=slot < len(initial),
@@ -271,10 +226,10 @@ def build(engine) -> list:
         ]
     with gr.Row():
         model = gr.Textbox(
-            label="Preview with the tokenizer of", placeholder=dataset_store.DEMO_MODEL,
+            label="Preview with the tokenizer of", placeholder=DEMO_MODEL,
             info="empty: the built-in demo model; or a local model folder or a Hub model id",
         )
-        max_length = gr.Number(dataset_store.DEFAULT_MAX_LENGTH, label="max length (tokens)", precision=0, minimum=8)
+        max_length = gr.Number(DEFAULT_MAX_LENGTH, label="max length (tokens)", precision=0, minimum=8)
         validate_button = gr.Button("Validate", variant="primary")
     report = gr.Markdown()
     with gr.Row():
@@ -290,7 +245,7 @@ def build(engine) -> list:
             for _ in range(PREVIEW_ROWS)
         ]
     with gr.Row():
-        name = gr.Textbox(label="Dataset name", info=dataset_store.NAME_RULE)
+        name = gr.Textbox(label="Dataset name", info=NAME_RULE)
         save_button = gr.Button("Save", interactive=False)
     saved = gr.Markdown()
     with gr.Row():
@@ -307,7 +262,7 @@ def build(engine) -> list:
         [inspection, columns, *slots, name, save_button, validated], api_name="dataset_inspect", **in_order,
     )
     for component in (task, strategy):
-        component.change(remap, [task, strategy, columns], [*slots, save_button, validated], api_name=False)
+        component.change(partial(remap, engine), [task, strategy, columns], [*slots, save_button, validated], api_name=False)
     for component in (hub_id, *slots):
         component.input(unvalidated, None, [save_button, validated], api_name=False)
     validate_button.click(

@@ -6,17 +6,18 @@ from functools import partial
 
 import gradio as gr
 
-from modelforge import fit
 from modelforge.errors import ModelForgeError
-from modelforge.hardware import PROFILES, HardwareReport, detect, recommended_models
+from modelforge.fit import FITS, METHODS, NO_FIT, PRECISION_BYTES, TIGHT, FitSetup, format_gb, format_params
+from modelforge.hardware import PROFILES
 from modelforge.tasks import DEFAULT_TASK, TASKS
 
 RECOMMENDED_COLUMNS = ["model", "params (B)", "method", "note"]
 BREAKDOWN_COLUMNS = ["part", "GB"]
-VERDICT_MARKS = {fit.FITS: "✅", fit.TIGHT: "⚠️", fit.NO_FIT: "❌"}
+VERDICT_MARKS = {FITS: "✅", TIGHT: "⚠️", NO_FIT: "❌"}
 
 
-def report_markdown(report: HardwareReport, home) -> str:
+def report_markdown(report, home) -> str:
+    """A HardwareReport for the page: the profile, the GPUs, CPU, memory and disk, and what to look out for."""
     facts = report.to_dict()
     lines = [f"### Profile: {facts['profile']}", PROFILES[facts["profile"]], ""]
     if report.gpus:
@@ -38,30 +39,23 @@ def report_markdown(report: HardwareReport, home) -> str:
     return "\n".join(lines)
 
 
-def local_models(engine) -> list[str]:
-    """Model folders in the data folder (the demo model, merged models) that the estimate can read."""
-    folder = engine.settings.models_dir
-    return sorted(path.name for path in folder.iterdir() if (path / "config.json").is_file()) if folder.is_dir() else []
-
-
-def recommended_rows(facts: dict, task: str) -> list[list]:
+def recommended_rows(engine, facts: dict, task: str) -> list[list]:
     return [[model["id"], model["params_b"], model["method"], model["note"]]
-            for model in recommended_models(facts["profile"], task)]
+            for model in engine.recommended_models(facts["profile"], task)]
 
 
-def fit_outputs(estimate: fit.FitEstimate) -> tuple[list[list], str, str]:
+def fit_outputs(estimate) -> tuple[list[list], str, str]:
     """The breakdown rows, the verdict and the suggestions, as the tab shows them."""
     shape = estimate.shape
-    about = (f"{shape.source}; {fit.format_params(estimate.trainable_params)} trainable "
-             f"({fit.METHODS[estimate.setup.method]})")
+    about = f"{shape.source}; {format_params(estimate.trainable_params)} trainable ({METHODS[estimate.setup.method]})"
     if estimate.budget_gb:
         verdict = (f"### {VERDICT_MARKS[estimate.verdict]} {estimate.verdict}: about "
-                   f"{fit.format_gb(estimate.total_gb)} of {fit.format_gb(estimate.budget_gb)}\n{about}")
+                   f"{format_gb(estimate.total_gb)} of {format_gb(estimate.budget_gb)}\n{about}")
     else:
-        verdict = f"### about {fit.format_gb(estimate.total_gb)} (enter the memory available for a verdict)\n{about}"
+        verdict = f"### about {format_gb(estimate.total_gb)} (enter the memory available for a verdict)\n{about}"
     if estimate.suggestions:
         suggestions = "**What would make it fit:**\n" + "\n".join(f"- {s.text}" for s in estimate.suggestions)
-    elif estimate.verdict == fit.NO_FIT:
+    elif estimate.verdict == NO_FIT:
         suggestions = "Nothing within reach fits: use a machine with more memory."
     else:
         suggestions = ""
@@ -70,19 +64,19 @@ def fit_outputs(estimate: fit.FitEstimate) -> tuple[list[list], str, str]:
 
 def hardware_report(engine) -> tuple[str, dict]:
     """This machine's report, as markdown and as the facts the form is filled from."""
-    report = detect(engine.settings.home)
+    report = engine.hardware_report()
     return report_markdown(report, engine.settings.home), report.to_dict()
 
 
 def apply_report(engine, facts: dict, task: str):
     """Fill the form for this machine: its models, its memory and the precision and checkpointing `auto` picks."""
-    models = [model["id"] for name in TASKS for model in recommended_models(facts["profile"], name)]
-    choices = list(dict.fromkeys(models + local_models(engine)))
-    first = recommended_models(facts["profile"], task)[0]
+    models = [model["id"] for name in TASKS for model in engine.recommended_models(facts["profile"], name)]
+    choices = list(dict.fromkeys(models + engine.local_models()))
+    first = engine.recommended_models(facts["profile"], task)[0]
     gpus = facts["gpus"]
     best_precision = ("fp32" if not gpus else
                       "bf16" if all(int(gpu["compute_capability"].split(".")[0]) >= 8 for gpu in gpus) else "fp16")
-    return (recommended_rows(facts, task),
+    return (recommended_rows(engine, facts, task),
             gr.Dropdown(choices=choices, value=first["id"]),
             gr.Radio(value=first["method"]),
             gr.Radio(value=best_precision),
@@ -90,22 +84,20 @@ def apply_report(engine, facts: dict, task: str):
             gr.Number(value=round(facts["memory_budget_gb"], 1), info=f"detected: {facts['memory_budget']}"))
 
 
-def recommended_for(facts: dict | None, task: str) -> list[list]:
+def recommended_for(engine, facts: dict | None, task: str) -> list[list]:
     """The recommended models of another task, once the report is in."""
-    return recommended_rows(facts, task) if facts else []
+    return recommended_rows(engine, facts, task) if facts else []
 
 
 def fit_estimate(engine, model, params_b, method, precision, batch_size, seq_length, lora_rank, checkpointing, budget_gb):
     """The breakdown, verdict and suggestions of the setup; the detected memory when no budget is entered."""
     try:
-        shape = fit.resolve_model(model, params_b or None, engine.settings.models_dir)
-        setup = fit.FitSetup(method=method, precision=precision, batch_size=int(batch_size),
-                             seq_length=int(seq_length), lora_rank=int(lora_rank),
-                             gradient_checkpointing=bool(checkpointing))
+        setup = FitSetup(method=method, precision=precision, batch_size=int(batch_size), seq_length=int(seq_length),
+                         lora_rank=int(lora_rank), gradient_checkpointing=bool(checkpointing))
+        estimate = engine.estimate_fit(model, params_b, setup, budget_gb)
     except (ModelForgeError, TypeError, ValueError) as exc:
         raise gr.Error(str(exc)) from None
-    budget = budget_gb if budget_gb and budget_gb > 0 else detect(engine.settings.home).to_dict()["memory_budget_gb"]
-    return fit_outputs(fit.estimate(shape, setup, budget))
+    return fit_outputs(estimate)
 
 
 def build(engine) -> None:
@@ -125,8 +117,8 @@ def build(engine) -> None:
         params_b = gr.Number(label="Parameters (billions)", info="overrides the model's count; alone, any model")
         budget = gr.Number(label="Memory available (GB)", info="detected on load; change it to plan another machine")
     with gr.Row():
-        method = gr.Radio(choices=[(label, key) for key, label in fit.METHODS.items()], value="lora", label="Method")
-        precision = gr.Radio(choices=list(fit.PRECISION_BYTES), value="bf16", label="Precision",
+        method = gr.Radio(choices=[(label, key) for key, label in METHODS.items()], value="lora", label="Method")
+        precision = gr.Radio(choices=list(PRECISION_BYTES), value="bf16", label="Precision",
                              info="fp32 on a CPU; bf16 on Ampere or newer GPUs, else fp16")
         checkpointing = gr.Checkbox(value=True, label="Gradient checkpointing")
     with gr.Row():
@@ -144,7 +136,7 @@ def build(engine) -> None:
         fill, inputs=[report_json, task], outputs=profile_outputs, api_visibility="private")
     gr.on(None, report, outputs=[report_md, report_json], api_visibility="private").then(
         fill, inputs=[report_json, task], outputs=profile_outputs, api_visibility="private")
-    task.change(recommended_for, inputs=[report_json, task], outputs=recommended, api_visibility="private")
+    task.change(partial(recommended_for, engine), inputs=[report_json, task], outputs=recommended, api_visibility="private")
     estimate_button.click(
         partial(fit_estimate, engine),
         inputs=[model, params_b, method, precision, batch_size, seq_length, lora_rank, checkpointing, budget],

@@ -14,7 +14,6 @@ import gradio as gr
 
 from modelforge.accounts import NOBODY, Account
 from modelforge.errors import ModelForgeError
-from modelforge.inference import ModelHost, job_source, path_source
 from modelforge.tasks import DEFAULT_TASK, TASKS
 from modelforge.ui.session import as_user, signed_in_only
 
@@ -56,14 +55,7 @@ def load(engine, account: Account, job_id: int | None, model_text: str, task: st
     Each step also sets the Send button: disabled from the moment a load starts until a model is ready."""
     host = engine.model_host
     try:
-        if model_text and model_text.strip():
-            source = path_source(model_text, task)
-        elif job_id is not None:
-            source = job_source(engine.get_job(job_id, account), engine.settings)
-        else:
-            yield "Choose a finished job, or type a model folder or hub id.", _send_button(host)
-            return
-        host.load(source, compare=side_by_side)
+        name = engine.load_model(job_id, model_text, task, side_by_side, account)
     except ModelForgeError as exc:
         yield f"error: {exc}", _send_button(host)
         return
@@ -71,14 +63,17 @@ def load(engine, account: Account, job_id: int | None, model_text: str, task: st
         log.exception("choosing the model to load failed")
         yield f"error: {type(exc).__name__}: {exc}", _send_button(host)
         return
+    if name is None:
+        yield "Choose a finished job, or type a model folder or hub id.", _send_button(host)
+        return
     # Said even when a small model is ready before this line: every load shows Send disabled until it ends.
-    yield f"loading {source.name}…", gr.update(interactive=False)
+    yield f"loading {name}…", gr.update(interactive=False)
     while host.loading:
         yield host.wait(timeout=1.0), gr.update(interactive=False)
     yield host.status(), _send_button(host)
 
 
-def _send_button(host: ModelHost):
+def _send_button(host):
     """Send is enabled only while a model is ready to answer."""
     return gr.update(interactive=host.status().startswith("ready"))
 

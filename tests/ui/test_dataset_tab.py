@@ -51,8 +51,8 @@ def test_task_and_strategy_choices_are_the_registries(engine):
     dropdowns = {block.label: block for block in app.blocks.values() if isinstance(block, gr.Dropdown)}
     assert [value for _, value in dropdowns["Task"].choices] == list(TASKS)
     assert [value for _, value in dropdowns["Strategy (optional)"].choices] == list(STRATEGIES)
-    assert dataset_tab.fields_for("extractive-qa", None) == TASKS["extractive-qa"].fields
-    assert all(dataset_tab.fields_for("chat", name) == STRATEGIES[name].fields("chat") for name in STRATEGIES)
+    assert engine.dataset_fields("extractive-qa", None) == TASKS["extractive-qa"].fields
+    assert all(engine.dataset_fields("chat", name) == STRATEGIES[name].fields("chat") for name in STRATEGIES)
 
 
 def test_inspect_fills_the_column_mapping(app_client, tmp_path):
