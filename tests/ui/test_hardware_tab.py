@@ -30,8 +30,8 @@ def test_hardware_report_describes_this_machine(engine, app_client):
 
 def test_fit_estimate_gives_a_verdict_and_a_breakdown(app_client):
     table, verdict, suggestions = app_client.predict(
-        "HuggingFaceTB/SmolLM2-135M-Instruct", None, "lora", "fp32", 1, 512, 16, False, 16,
-        api_name="/fit_estimate")
+        model="HuggingFaceTB/SmolLM2-135M-Instruct", params_b=None, method="lora", precision="fp32", batch_size=1,
+        seq_length=512, lora_rank=16, checkpointing=False, budget_gb=16, api_name="/fit_estimate")
     assert verdict.startswith("### ✅ fits: about ") and "of 16.0 GB" in verdict
     assert "HuggingFaceTB/SmolLM2-135M-Instruct: 135M parameters (recommended list); 5.25M trainable (LoRA)" in verdict
     parts = dict(table["data"])
@@ -42,7 +42,8 @@ def test_fit_estimate_gives_a_verdict_and_a_breakdown(app_client):
 
 def test_fit_estimate_suggests_what_would_fit(app_client):
     _, verdict, suggestions = app_client.predict(
-        None, 7, "full", "bf16", 1, 512, 16, True, 24, api_name="/fit_estimate")
+        model=None, params_b=7, method="full", precision="bf16", batch_size=1, seq_length=512, lora_rank=16,
+        checkpointing=True, budget_gb=24, api_name="/fit_estimate")
     assert verdict.startswith("### ❌ does not fit: about ") and "of 24.0 GB" in verdict
     lines = suggestions.splitlines()[1:]
     assert any(line.startswith("- use QLoRA") for line in lines)
@@ -52,12 +53,15 @@ def test_fit_estimate_suggests_what_would_fit(app_client):
 
 
 def test_fit_estimate_uses_the_detected_memory_and_explains_bad_input(engine, app_client):
-    _, verdict, _ = app_client.predict("demo", None, "lora", "fp32", 1, 128, 8, False, None, api_name="/fit_estimate")
+    _, verdict, _ = app_client.predict(
+        model="demo", params_b=None, method="lora", precision="fp32", batch_size=1, seq_length=128, lora_rank=8,
+        checkpointing=False, budget_gb=None, api_name="/fit_estimate")
     shown = float(re.search(r"of ([\d.]+) GB", verdict).group(1))
     assert shown == pytest.approx(detect(engine.settings.home).to_dict()["memory_budget_gb"], abs=1.0)  # RAM moves
     with pytest.raises(AppError, match="enter its parameter count in billions"):
-        app_client.predict("someone/unknown-model", None, "lora", "bf16", 1, 512, 16, True, 24,
-                           api_name="/fit_estimate")
+        app_client.predict(
+            model="someone/unknown-model", params_b=None, method="lora", precision="bf16", batch_size=1, seq_length=512,
+            lora_rank=16, checkpointing=True, budget_gb=24, api_name="/fit_estimate")
 
 
 def test_the_forms_choices_are_the_registries(tmp_path):

@@ -7,7 +7,8 @@ TOKEN = "hf_NeverStoreThisSecret0123456789"
 
 
 def push(client, job_id, repo_id="alice/demo", what="LoRA adapter", private=True, token=TOKEN, license="", confirm=False):
-    return client.predict(job_id, what, repo_id, private, token, license, confirm, api_name="/hub_push")
+    return client.predict(job_id=job_id, what=what, repo_id=repo_id, private=private, token=token, license=license,
+                          confirm_existing=confirm, api_name="/hub_push")
 
 
 def test_hub_push_shows_clear_errors(engine, finished_job, app_client, fake_hub):
@@ -22,7 +23,8 @@ def test_hub_push_shows_clear_errors(engine, finished_job, app_client, fake_hub)
     assert result.startswith("**Push failed:** The Hugging Face token was rejected") and TOKEN not in result
     fake_hub.add_account(TOKEN, "alice")
     assert "belongs to 'bob'" in push(app_client, job.id, repo_id="bob/demo")
-    assert app_client.predict(None, api_name="/hub_export") == "**Export failed:** choose a finished job to export."
+    refused = app_client.predict(job_id=None, api_name="/hub_export")
+    assert refused == "**Export failed:** choose a finished job to export."
     assert fake_hub.repos == {}
     for path in engine.settings.home.rglob("*"):
         assert not path.is_file() or TOKEN.encode() not in path.read_bytes(), path
@@ -49,7 +51,7 @@ def test_push_creates_a_private_repo_then_updates_it_only_when_confirmed(finishe
 def test_export_merged_in_a_child_process_then_push_it(finished_job, app_client, fake_hub):
     fake_hub.add_account(TOKEN, "alice")
 
-    exported = app_client.predict(finished_job.id, api_name="/hub_export")
+    exported = app_client.predict(job_id=finished_job.id, api_name="/hub_export")
 
     folder = Path(finished_job.output_dir) / "merged"
     assert exported.startswith(f"Merged model saved to `{folder}`")

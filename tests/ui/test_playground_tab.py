@@ -11,7 +11,18 @@ from modelforge import inference
 from modelforge.db import Job
 from modelforge.inference import job_source
 
-GREEDY = (12, 0, 0.95)  # max new tokens, temperature, top-p
+GREEDY = {"max_new_tokens": 12, "temperature": 0, "top_p": 0.95}
+
+
+def load(job_id, model_text: str = "", task: str = "chat") -> dict:
+    """The keywords of pressing Load (side by side with the base model)."""
+    return dict(job_id=job_id, model_text=model_text, task=task, side_by_side=True, api_name="/playground_load")
+
+
+def chat(message: str, base_history=(), tuned_history=(), side_by_side: bool = True) -> dict:
+    """The keywords of sending a message, greedily."""
+    return dict(message=message, base_history=list(base_history), tuned_history=list(tuned_history),
+                side_by_side=side_by_side, **GREEDY, api_name="/playground_chat")
 
 
 def _text(message: dict) -> str:
@@ -24,8 +35,8 @@ def test_the_tuned_model_and_its_base_answer_the_same_message_side_by_side(engin
     Job.create(name="broken", config=job.config, status="failed", output_dir=job.output_dir)
 
     assert app_client.predict(api_name="/playground_jobs")["choices"] == [[f"#{job.id} playground-lora", job.id]]
-    assert app_client.predict(job.id, "", "chat", True, api_name="/playground_load") == f"ready: #{job.id} playground-lora"
-    streaming = app_client.submit("red blue green", [], [], True, *GREEDY, api_name="/playground_chat")
+    assert app_client.predict(**load(job.id)) == f"ready: #{job.id} playground-lora"
+    streaming = app_client.submit(**chat("red blue green"))
     base, tuned, textbox, notice = streaming.result()
     assert textbox == "" and notice == ""
     assert [m["role"] for m in base] == [m["role"] for m in tuned] == ["user", "assistant"]
@@ -34,7 +45,7 @@ def test_the_tuned_model_and_its_base_answer_the_same_message_side_by_side(engin
     assert len(streaming.outputs()) > 3  # the messages first, then each reply as it grows
 
     # Without side by side only the tuned model answers, and the base conversation is left as it was.
-    base_again, tuned_again, *_ = app_client.predict("red blue green", base, tuned, False, *GREEDY, api_name="/playground_chat")
+    base_again, tuned_again, *_ = app_client.predict(**chat("red blue green", base, tuned, False))
     assert [_text(m) for m in base_again] == [_text(m) for m in base]
     assert [m["role"] for m in tuned_again] == ["user", "assistant"] * 2 and _text(tuned_again[-1]).strip()
 
@@ -45,13 +56,13 @@ def test_a_send_without_a_ready_model_is_taken_back_and_says_why(engine, tuned_j
     the load is answered as if the failed ones never happened; the refusals log one line each, no traceback."""
     caplog.set_level(logging.INFO, logger="modelforge.ui.playground_tab")
     job = tuned_job
-    base, tuned, textbox, notice = app_client.predict("hello", [], [], True, *GREEDY, api_name="/playground_chat")
+    base, tuned, textbox, notice = app_client.predict(**chat("hello"))
     assert (base, tuned, textbox) == ([], [], "hello")
     assert notice.startswith("⚠️ Not sent: No model is ready (no model loaded)")
 
     # gradio_client leaves buttons out of an endpoint's outputs unless told to keep every component.
     with_buttons = Client(app_url, verbose=False, _skip_components=False)
-    loading = with_buttons.submit(job.id, "", "chat", True, api_name="/playground_load")
+    loading = with_buttons.submit(**load(job.id))
     loading.result()
     first_status, first_send = loading.outputs()[0]
     assert first_status == f"loading #{job.id} playground-lora…" and first_send["interactive"] is False
@@ -59,45 +70,47 @@ def test_a_send_without_a_ready_model_is_taken_back_and_says_why(engine, tuned_j
     status, send = loading.outputs()[-1]
     assert status == f"ready: #{job.id} playground-lora" and send["interactive"] is True
 
-    answered = app_client.predict("red blue green", [], [], True, *GREEDY, api_name="/playground_chat")
+    answered = app_client.predict(**chat("red blue green"))
     # A reload under way (held until the refused send is done): nothing answers meanwhile.
     release = threading.Event()
     load_model = inference.load_model
     monkeypatch.setattr(inference, "load_model", lambda source: release.wait(60) and load_model(source))
     engine.model_host.load(job_source(job, engine.settings))
-    refused = app_client.predict("lion mouse", answered[0], answered[1], True, *GREEDY, api_name="/playground_chat")
+    refused = app_client.predict(**chat("lion mouse", answered[0], answered[1]))
     assert refused[:3] == (answered[0], answered[1], "lion mouse")
     assert refused[3].startswith(f"⚠️ Not sent: No model is ready (loading #{job.id} playground-lora…)")
     release.set()
     assert engine.model_host.wait(timeout=60) == f"ready: #{job.id} playground-lora"
-    base, tuned, _, notice = app_client.predict("red blue green", *answered[:2], True, *GREEDY, api_name="/playground_chat")
+    base, tuned, _, notice = app_client.predict(**chat("red blue green", answered[0], answered[1]))
     assert notice == "" and [m["role"] for m in tuned] == ["user", "assistant"] * 2
     assert [_text(m) for m in tuned[:2]] == [_text(m) for m in answered[1]] and _text(tuned[-1]).strip()
     assert not any("lion mouse" in _text(m) for m in base + tuned)  # the refused message left no trace
 
     assert with_buttons.predict(api_name="/playground_unload")[1]["interactive"] is False
-    refused = app_client.predict("hello", base, tuned, True, *GREEDY, api_name="/playground_chat")
+    refused = app_client.predict(**chat("hello", base, tuned))
     assert refused[:3] == (base, tuned, "hello") and "No model is ready" in refused[3]
     assert "Generation refused: No model is ready" in caplog.text
     assert "Traceback" not in caplog.text + capfd.readouterr().err  # Gradio prints one for any gr.Error left to it
 
 
 def test_a_typed_model_has_no_base_to_compare_and_summarizes_alone(app_client, demo_model_path):
-    status = app_client.predict(None, str(demo_model_path), "summarization", True, api_name="/playground_load")
+    status = app_client.predict(**load(None, str(demo_model_path), "summarization"))
     assert status == f"ready: {demo_model_path}"
     with pytest.raises(AppError, match="no base model to compare with"):
-        app_client.predict("red blue green", True, *GREEDY, api_name="/playground_summarize")
-    base, tuned = app_client.predict("red blue green", False, *GREEDY, api_name="/playground_summarize")
+        app_client.predict(document="red blue green", side_by_side=True, **GREEDY, api_name="/playground_summarize")
+    base, tuned = app_client.predict(
+        document="red blue green", side_by_side=False, **GREEDY, api_name="/playground_summarize"
+    )
     assert base == "" and tuned == "red blue green"
     with pytest.raises(AppError, match="not extractive question answering"):
-        app_client.predict("what?", "some context", False, api_name="/playground_answer")
+        app_client.predict(question="what?", context="some context", side_by_side=False, api_name="/playground_answer")
 
 
 def test_playground_explains_what_to_choose_and_bad_models(app_client, tmp_path):
-    assert app_client.predict(None, "", "chat", True, api_name="/playground_load") == (
+    assert app_client.predict(**load(None)) == (
         "Choose a finished job, or type a model folder or hub id."
     )
-    status = app_client.predict(None, str(tmp_path / "missing"), "chat", True, api_name="/playground_load")
+    status = app_client.predict(**load(None, str(tmp_path / "missing")))
     assert status.startswith("error: Model folder") and "missing" in status
 
 
@@ -129,12 +142,14 @@ def test_extractive_qa_highlights_each_models_answer_in_the_context(engine, app_
     job = Job.create(name="qa-lora", config=config.to_json(), status="completed", output_dir=str(output_dir))
 
     app_client.predict(api_name="/playground_jobs")
-    assert app_client.predict(job.id, "", "extractive-qa", True, api_name="/playground_load") == f"ready: #{job.id} qa-lora"
-    base, tuned = app_client.predict("where does the bear live?", CONTEXT, True, api_name="/playground_answer")
+    assert app_client.predict(**load(job.id, "", "extractive-qa")) == f"ready: #{job.id} qa-lora"
+    base, tuned = app_client.predict(
+        question="where does the bear live?", context=CONTEXT, side_by_side=True, api_name="/playground_answer"
+    )
     for highlighted in (base, tuned):
         assert "".join(piece["token"] for piece in highlighted) == CONTEXT  # the whole context, the answer marked
         [span] = _answer_spans(highlighted)
         assert span.strip() and span in CONTEXT
-    assert "does not generate text" in app_client.predict("hello", [], [], True, *GREEDY, api_name="/playground_chat")[3]
+    assert "does not generate text" in app_client.predict(**chat("hello"))[3]
     with pytest.raises(AppError, match="Give both a context and a question"):
-        app_client.predict("where?", " ", True, api_name="/playground_answer")
+        app_client.predict(question="where?", context=" ", side_by_side=True, api_name="/playground_answer")
