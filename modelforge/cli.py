@@ -199,6 +199,20 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_export_gguf(args) -> int:
+    from modelforge.export import ExportError
+    from modelforge.parity import summary
+
+    result = _engine(judge_jobs=False).export_gguf(args.job, args.quant, progress=_print_progress, in_process=True)
+    print(result.gguf)
+    print(result.modelfile)
+    if not result.parity["passed"]:
+        raise ExportError(f"{summary(result.parity)}. The files are in {result.gguf.parent}: do not ship them "
+                          "before that is fixed.")
+    print(summary(result.parity), file=sys.stderr)
+    return 0
+
+
 def cmd_push(args) -> int:
     result = _engine().push_to_hub(
         args.job,
@@ -258,12 +272,15 @@ COMMANDS: dict[str, Callable] = {
     "eval": cmd_eval,
     "demo-model": cmd_demo_model,
     "export": cmd_export,
+    "export-gguf": cmd_export_gguf,
     "push": cmd_push,
     "user": cmd_user,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modelforge.gguf_export import QUANTS
+
     parser = argparse.ArgumentParser(prog="modelforge", description="Fine-tune language models, from the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="queue a job from a YAML config and follow it to the end")
@@ -302,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="print where a job's model is; --merged merges its adapter into the base")
     export.add_argument("job", type=int, help="job id (see `jobs`)")
     export.add_argument("--merged", action="store_true", help="save base + adapter as one model in <output>/merged")
+    gguf = commands.add_parser(
+        "export-gguf", help="write a job's model as a GGUF file with an Ollama Modelfile, checked against the tuned model"
+    )
+    gguf.add_argument("job", type=int, help="job id (see `jobs`)")
+    gguf.add_argument("--quant", default="q8_0", choices=list(QUANTS), help="quantization (llama.cpp's types)")
     push = commands.add_parser("push", help="push a job's model and a model card to the Hugging Face Hub")
     push.add_argument("job", type=int, help="job id (see `jobs`)")
     push.add_argument("repo_id", help="owner/name, or name for your own account")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from modelforge import data, dataset_store, demo_model, distributed, export, fit, gguf, hardware, hub, jobs, label_mask, store
+from modelforge import gguf_export
 from modelforge.accounts import LOCAL, Account, SignIn
 from modelforge.config import DistributedConfig, JobConfig, preset_overrides
 from modelforge.db import Job, init_database
@@ -397,6 +398,24 @@ class Engine:
         here, for the CLI (which is that child process)."""
         merge = export.merge_job if in_process else export.merge_job_in_subprocess
         return merge(self.job_for(account, job_id), self.settings, progress)
+
+    @staticmethod
+    def gguf_quants() -> list[str]:
+        """The GGUF quantization types an export offers (llama.cpp's names)."""
+        return list(gguf_export.QUANTS)
+
+    def export_gguf(
+        self, job_id: int, quant: str = "q8_0", progress: export.Progress | None = None, account: Account = LOCAL,
+        in_process: bool = False,
+    ) -> gguf_export.GGUFExport:
+        """A completed job as a GGUF file of `quant` with its Ollama Modelfile, checked against the tuned model
+        (modelforge.gguf_export); in a child process unless `in_process` (the CLI, which is that child)."""
+        job = self.job_for(account, job_id)
+        quant = gguf_export.check_quant(quant)
+        if in_process:
+            return gguf_export.export_job(job, self.settings, quant, progress)
+        export.run_cli(job, self.settings, ["export-gguf", str(job.id), "--quant", quant], "GGUF export", progress)
+        return gguf_export.saved_export(job, quant)
 
     def trained_model(self, job_id: int, account: Account = LOCAL) -> tuple[Path, bool]:
         """(the folder of a completed job's model, whether it is a LoRA adapter rather than a full model)."""

@@ -135,6 +135,13 @@ def merge_job(job, settings: Settings, progress: Progress | None = None) -> Path
 
 def merge_job_in_subprocess(job, settings: Settings, progress: Progress | None = None) -> Path:
     """`merge_job` for the web process: runs `python -m modelforge export JOB --merged` and relays its progress."""
+    run_cli(job, settings, ["export", str(job.id), "--merged"], "merge", progress)
+    return merged_dir(job)
+
+
+def run_cli(job, settings: Settings, arguments: list[str], action: str, progress: Progress | None = None) -> None:
+    """Run `python -m modelforge ARGUMENTS` on `job` in a child process (torch stays out of the web process),
+    relaying its progress lines; its `error:` line, else a short diagnosis, becomes an ExportError."""
     report = progress or (lambda fraction, message: None)
     model_folder(job)  # the usual errors without starting a process
     package_root = str(Path(__file__).resolve().parent.parent)
@@ -146,7 +153,7 @@ def merge_job_in_subprocess(job, settings: Settings, progress: Progress | None =
     }
     # The child's output is read to its end here, by this call, whatever happens to the browser that asked.
     process = subprocess.Popen(
-        [sys.executable, "-m", "modelforge", "export", str(job.id), "--merged"],
+        [sys.executable, "-m", "modelforge", *arguments],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -165,13 +172,12 @@ def merge_job_in_subprocess(job, settings: Settings, progress: Progress | None =
         errors = [line.removeprefix("error: ") for line in other_lines if line.startswith("error: ")]
         if errors:  # a ModelForgeError: its message is meant for the user
             raise ExportError(errors[-1])
-        log.error("the merge of job %d failed:\n%s", job.id, "\n".join(other_lines))
+        log.error("the %s of job %d failed:\n%s", action, job.id, "\n".join(other_lines))
         if returncode < 0:
             detail = f"its process was killed by signal {-returncode} (out of memory?)"
         else:
             detail = other_lines[-1] if other_lines else f"its process exited with code {returncode}"
-        raise ExportError(f"The merge of job #{job.id} failed: {detail}. The server's log has the details.")
-    return merged_dir(job)
+        raise ExportError(f"The {action} of job #{job.id} failed: {detail}. The server's log has the details.")
 
 
 def _weights_bytes(model: str) -> int | None:

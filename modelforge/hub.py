@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from modelforge import data, export, prompts, store
+from modelforge import data, export, gguf_export, prompts, store
 from modelforge.config import JobConfig
 from modelforge.errors import ModelForgeError
 from modelforge.loading import hub_token
@@ -28,7 +28,7 @@ TOKENS_URL = "https://huggingface.co/settings/tokens"
 # Intermediate checkpoints, training logs, the merged copy and TRL's copy of a DPO job's starting adapter (ref/) stay
 # out of an adapter push, and so do the evaluation files, which hold the model's answers to the user's held-out rows,
 # and the trainer's pickled arguments (training_args.bin), which hold the server's absolute paths.
-SKIPPED_DIRS = ("checkpoint-*", "runs", "logs", "ref", export.MERGED_DIR)
+SKIPPED_DIRS = ("checkpoint-*", "runs", "logs", "ref", export.MERGED_DIR, gguf_export.GGUF_DIR)
 SKIPPED_FILES = (
     "*.log", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin", "README.md",
     "evaluation-*.json",
@@ -361,6 +361,7 @@ def model_card(job, folder: Path, repo_id: str, has_loss_curve: bool, license: s
         "",
         *_evaluation_lines(metrics, config),
         "",
+        *gguf_export.card_lines(job),
         "## Training loss",
         "",
         f"![Training and evaluation loss by step]({LOSS_CURVE})" if has_loss_curve else "No loss was recorded.",

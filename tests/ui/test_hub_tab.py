@@ -64,3 +64,18 @@ def test_export_merged_in_a_child_process_then_push_it(finished_job, app_client,
     assert {"model.safetensors", "config.json", "generation_config.json", "README.md"} <= set(repo.files)
     assert "adapter_config.json" not in repo.files
     assert b"license: mit" in repo.files["README.md"]
+
+
+def test_export_gguf_in_a_child_process_shows_its_parity_with_the_tuned_model(finished_job, app_client):
+    assert app_client.predict(None, "q8_0", api_name="/hub_export_gguf") == (
+        "**GGUF export failed:** choose a finished job to export."
+    )
+
+    shown = app_client.predict(finished_job.id, "q8_0", api_name="/hub_export_gguf")
+
+    folder = Path(finished_job.output_dir) / "gguf"
+    assert shown.startswith(f"GGUF file `{folder / 'playground-lora-q8_0.gguf'}` (1.1 MB) and Ollama Modelfile "
+                            f"`{folder / 'Modelfile.q8_0'}`")
+    # finished_job's fresh adapter changes nothing: its answers are the demo model's, which stop clearly.
+    assert "greedy exact match **100%**, token agreement **100.0%**, prompt tokens identical 100%" in shown
+    assert "| red blue green | ' red blue green</s>' | ' red blue green</s>' |" in shown
