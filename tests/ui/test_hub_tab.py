@@ -67,11 +67,11 @@ def test_export_merged_in_a_child_process_then_push_it(finished_job, app_client,
 
 
 def test_export_gguf_in_a_child_process_shows_its_parity_with_the_tuned_model(finished_job, app_client):
-    assert app_client.predict(None, "q8_0", api_name="/hub_export_gguf") == (
+    assert app_client.predict(job_id=None, quant="q8_0", api_name="/hub_export_gguf") == (
         "**GGUF export failed:** choose a finished job to export."
     )
 
-    shown = app_client.predict(finished_job.id, "q8_0", api_name="/hub_export_gguf")
+    shown = app_client.predict(job_id=finished_job.id, quant="q8_0", api_name="/hub_export_gguf")
 
     folder = Path(finished_job.output_dir) / "gguf"
     assert shown.startswith(f"GGUF file `{folder / 'playground-lora-q8_0.gguf'}` (1.1 MB) and Ollama Modelfile "
