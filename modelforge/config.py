@@ -12,11 +12,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelforge.errors import ConfigError
-from modelforge.tasks import DEFAULT_TASK, TASKS
+from modelforge.providers import PROVIDERS
+from modelforge.strategies import STRATEGIES
+from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS, TASKS
 
-TaskName = Literal["text-generation", "chat", "summarization", "extractive-qa"]
-ProviderName = Literal["huggingface", "unsloth"]
-StrategyName = Literal["sft", "qlora", "dpo", "rlhf"]
+# Tasks, providers and strategies are named by their registries' keys, checked when a config is read.
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
 Quantization = Literal["4bit", "8bit"]
@@ -148,12 +148,12 @@ class DistributedConfig(_Section):
 
 class JobConfig(_Section):
     name: str = Field(default_factory=lambda: datetime.now().strftime("run-%Y%m%d-%H%M%S"))
-    task: TaskName = DEFAULT_TASK
+    task: str = Field(DEFAULT_TASK, description="A key of modelforge.tasks.TASKS.")
     model: str | None = Field(
         None, description="Hub id, local folder or GGUF file (converted once); None uses the built-in demo model."
     )
-    provider: ProviderName = "huggingface"
-    strategy: StrategyName = "sft"
+    provider: str = Field("huggingface", description="A key of modelforge.providers.PROVIDERS.")
+    strategy: str = Field("sft", description="A key of modelforge.strategies.STRATEGIES.")
     init_from: str | None = Field(
         None,
         description="dpo and rlhf: start from the LoRA adapter of a finished job, given as the job's id or the adapter's "
@@ -177,6 +177,14 @@ class JobConfig(_Section):
             raise ValueError("use letters, digits, '.', '_' or '-' (at most 100, starting with a letter or digit)")
         return value
 
+    @field_validator("task", "provider", "strategy")
+    @classmethod
+    def _check_registered(cls, value: str, info) -> str:
+        registry = {"task": TASKS, "provider": PROVIDERS, "strategy": STRATEGIES}[info.field_name]
+        if value not in registry:
+            raise ValueError(f"must be one of {_listed(list(registry))} (got {value!r})")
+        return value
+
     @field_validator("output_dir")
     @classmethod
     def _check_output_dir(cls, value: str | None) -> str | None:
@@ -189,8 +197,6 @@ class JobConfig(_Section):
     def _check_columns(cls, value: dict[str, str], info) -> dict[str, str]:
         task = info.data.get("task")
         if task in TASKS:
-            from modelforge.tasks import PREFERENCE_FIELDS
-
             allowed = set(TASKS[task].fields) | set(PREFERENCE_FIELDS)
             unknown = sorted(set(value) - allowed)
             if unknown:
@@ -204,16 +210,15 @@ class JobConfig(_Section):
 
     @model_validator(mode="after")
     def _check_preference_settings(self) -> "JobConfig":
-        if self.init_from is not None and self.strategy not in ("dpo", "rlhf"):
-            raise ValueError(f"init_from: only the dpo and rlhf strategies start from a finished job, not {self.strategy}")
+        strategy = STRATEGIES[self.strategy]
+        if self.init_from is not None and not strategy.pairs:
+            starting = _listed([name for name, other in STRATEGIES.items() if other.pairs], "and")
+            raise ValueError(f"init_from: only the {starting} strategies start from a finished job, not {self.strategy}")
         if self.init_from is not None and self.lora is None:
             raise ValueError("init_from: the adapter it names is trained further, so lora cannot be null")
-        generations = self.preference.num_generations
-        if self.strategy == "rlhf" and self.training.batch_size % generations:
-            raise ValueError(
-                f"training.batch_size: rlhf compares preference.num_generations ({generations}) answers per prompt "
-                f"within a batch, so the batch size must be a multiple of it (got {self.training.batch_size})"
-            )
+        problem = strategy.check(self) if strategy.check else None
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
@@ -236,7 +241,7 @@ class JobConfig(_Section):
             )
         if distributed.is_distributed and self.provider == "unsloth":
             raise ValueError("distributed: the unsloth provider trains on one GPU; use the huggingface provider")
-        quantization = self.quantization or ("4bit" if self.strategy == "qlora" else None)
+        quantization = self.quantization or STRATEGIES[self.strategy].quantization
         if quantization == "8bit" and distributed.strategy in SHARDING_STRATEGIES:
             raise ValueError(
                 f"distributed.strategy: 8-bit weights cannot be sharded by {distributed.strategy}; use 4-bit "
@@ -306,6 +311,11 @@ class JobConfig(_Section):
             except yaml.YAMLError as exc:
                 raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({exc})") from None
         return JobConfig.parse(data, "--set")
+
+
+def _listed(names: list[str], last: str = "or") -> str:
+    """Names as prose: `a, b or c`."""
+    return f" {last} ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
 
 
 def describe_validation_error(exc: ValidationError, source: str) -> str:

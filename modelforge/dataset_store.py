@@ -20,6 +20,7 @@ from modelforge.config import TrainingConfig
 from modelforge.db import DatasetRecord
 from modelforge.errors import ConfigError, DatasetError, ModelLoadError, NotReadyError
 from modelforge.settings import Settings
+from modelforge.tasks import TASKS
 
 MAX_UPLOAD_ENV = "MODELFORGE_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 200
@@ -173,7 +174,7 @@ class LightTokenizer:
         """A canonical record as the text the model trains on (modelforge.prompts), special tokens included."""
         if "chosen" in record:  # a preference pair, whatever the task: shown as its prompt and chosen answer
             record, task = {"input": record["prompt"], "output": record["chosen"]}, "text-generation"
-        if task == "extractive-qa":  # the question and the context, as the tokenizer pairs them for the span head
+        if TASKS[task].family == "qa":  # the question and the context, as the tokenizer pairs them for the span head
             return self.backend.decode(self.encode([record], task)[0], skip_special_tokens=False)
         if self.encoder_decoder:  # the encoder's input, then the target the decoder learns
             source, target = (
@@ -182,7 +183,7 @@ class LightTokenizer:
             )
             return f"{source}\n→ {target}"
         if self.chat_template is None:
-            if task == "chat":  # no format to train on without a template: the turns, for reading
+            if TASKS[task].conversation:  # no format to train on without a template: the turns, for reading
                 return "\n".join(f"{turn['role']}: {turn['content']}" for turn in record["messages"])
             return prompts.plain_prompt(record["input"]) + record["output"] + self.special_tokens.get("eos_token", "")
         return self.render_messages(prompts.conversation(record, task))[0]
@@ -210,7 +211,7 @@ class LightTokenizer:
 
     def encode(self, records: list[dict[str, Any]], task: str) -> list[list[int]]:
         """The token ids of each rendered record."""
-        if task == "extractive-qa":
+        if TASKS[task].family == "qa":
             encodings = self.backend.encode_batch([prompts.span_pair(record) for record in records])
         elif self.encoder_decoder:  # the encoder's input: the longer side of a summary pair
             encodings = self.backend.encode_batch([record["input"] for record in records])

@@ -32,11 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelforge.tasks import TASKS
+
 # kind -> folder name; bump a version whenever that model's recipe below changes
 DEMO_MODELS: dict[str, str] = {"causal": "demo-causal-v1", "seq2seq": "demo-seq2seq-v1", "qa": "demo-qa-v1"}
 DEMO_MODEL_NAME = DEMO_MODELS["causal"]
-# The model family each task trains; tasks not named here train the causal model.
-TASK_DEMO_KINDS: dict[str, str] = {"summarization": "seq2seq", "extractive-qa": "qa"}
 
 SPECIAL_TOKENS = {
     "pad": "<pad>",
@@ -109,8 +109,8 @@ _QA_MAX_LENGTH = 512
 
 
 def demo_kind(task: str) -> str:
-    """The kind of demo model (a key of DEMO_MODELS) that `task` trains when the config names no model."""
-    return TASK_DEMO_KINDS.get(task, "causal")
+    """The kind of demo model (a key of DEMO_MODELS: a model family) that `task` trains when the config names no model."""
+    return TASKS[task].family
 
 
 def ensure_demo_model(models_dir: Path, kind: str = "causal") -> Path:

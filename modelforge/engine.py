@@ -27,7 +27,7 @@ from modelforge.providers import PROVIDERS
 from modelforge.runner import JobRunner
 from modelforge.settings import ASSETS_DIR, Settings
 from modelforge.strategies import STRATEGIES
-from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS, TASKS
+from modelforge.tasks import DEFAULT_TASK, TASKS
 from modelforge.training import resolve_dataset_source, resolve_init_from, runnable_strategy, split_records
 
 SAMPLES_DIR = ASSETS_DIR / "samples"
@@ -136,7 +136,7 @@ class Engine:
         report = hardware.detect(self.settings.home)
         gpus = len(report.gpus)
         training = config.training
-        quantized = config.strategy == "qlora" or config.quantization == "4bit"
+        quantized = (STRATEGIES[config.strategy].quantization or config.quantization) == "4bit"
         strategy = distributed.strategy_name(config.distributed)
         processes = distributed.world_size(config.distributed, gpus)
         setup = fit.FitSetup(
@@ -277,8 +277,7 @@ class Engine:
         saved = sorted(store.datasets(task=task), key=lambda record: record.name)
         choices = [(f"{record.name} ({record.rows} rows)", record.name) for record in saved
                    if account.may_control(record.owner)]
-        learns_from_pairs = strategy in STRATEGIES and STRATEGIES[strategy].fields(task) == PREFERENCE_FIELDS
-        names = ["preference"] if learns_from_pairs else [task, f"{task}-demo"]
+        names = ["preference"] if strategy in STRATEGIES and STRATEGIES[strategy].pairs else [task, f"{task}-demo"]
         for sample in (SAMPLES_DIR / f"{name}.jsonl" for name in names):
             if sample.exists():
                 choices.append((f"sample: {sample.name}", str(sample)))

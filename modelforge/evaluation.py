@@ -15,18 +15,20 @@ from modelforge import metrics
 from modelforge.config import JobConfig
 from modelforge.errors import DatasetError
 from modelforge.prediction import evaluating, generate_texts
+from modelforge.strategies import STRATEGIES
+from modelforge.tasks import TASKS
 
 BASE_PREDICTIONS_FILE = "evaluation-base.json"  # kept so a resumed job does not score its base again
 EXAMPLES = 5  # held-out rows shown with both models' answers
+# How a model of each family is scored; the kind is stored with the base model's predictions.
+FAMILY_KINDS = {"causal": "generation", "seq2seq": "seq2seq", "qa": "span"}
 
 
 def kind_of(config: JobConfig, model) -> str:
-    """How a model is scored on the config's task: generation, span, or preference."""
-    if config.strategy in ("dpo", "rlhf"):
+    """How a model is scored on the config's task: generation, seq2seq, span, or preference."""
+    if STRATEGIES[config.strategy].pairs:
         return "preference"
-    if config.task == "extractive-qa":
-        return "span"
-    return "seq2seq" if model.config.is_encoder_decoder else "generation"
+    return FAMILY_KINDS[TASKS[config.task].family_for(model.config.is_encoder_decoder)]
 
 
 def predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[str, Any]:
@@ -69,11 +71,7 @@ def _predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[s
 
 
 def references(config: JobConfig, records: list[dict]) -> list[str]:
-    if config.task == "extractive-qa":
-        return [record["answer"]["text"] for record in records]
-    if config.task == "chat":
-        return [record["messages"][-1]["content"] for record in records]
-    return [record["output"] for record in records]
+    return [TASKS[config.task].expected(record) for record in records]
 
 
 def compare(
@@ -118,14 +116,10 @@ def score(config: JobConfig, sample: list[dict], predictions: dict[str, Any], re
 def _examples(config: JobConfig, sample: list[dict], tuned: dict | None, base: dict | None) -> list[dict[str, str]]:
     rows = []
     for index, record in enumerate(sample[:EXAMPLES]):
-        if config.task == "extractive-qa":
-            shown, expected = record["question"], record["answer"]["text"]
-        elif config.strategy in ("dpo", "rlhf"):
+        if STRATEGIES[config.strategy].pairs:
             shown, expected = _text(record["prompt"]), _text(record["chosen"])
-        elif config.task == "chat":
-            shown, expected = record["messages"][-2]["content"], record["messages"][-1]["content"]
         else:
-            shown, expected = record["input"], record["output"]
+            shown, expected = TASKS[config.task].shown(record), TASKS[config.task].expected(record)
         rows.append(
             {
                 "input": shown,

@@ -20,6 +20,7 @@ from modelforge.config import JobConfig
 from modelforge.errors import ModelForgeError
 from modelforge.loading import hub_token
 from modelforge.settings import Settings
+from modelforge.strategies import STRATEGIES
 from modelforge.training import CONFIG_FILE, METRICS_FILE, resolve_dataset_source
 
 log = logging.getLogger(__name__)
@@ -391,7 +392,7 @@ def hyperparameters(config: JobConfig) -> dict:
         values |= {f"lora.{key}": value for key, value in config.lora.model_dump(mode="json").items()}
     else:
         values["lora"] = "none (full fine-tuning)"
-    if config.strategy in ("dpo", "rlhf"):  # the strategies that read the preference section
+    if STRATEGIES[config.strategy].pairs:  # the strategies that read the preference section
         start = config.init_from
         # A job id, or only the adapter folder's name: the card does not publish the user's local paths.
         values["init_from"] = "the base model" if not start else f"job {start}" if start.isdigit() else Path(start).name

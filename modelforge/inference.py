@@ -22,6 +22,7 @@ from typing import Any
 from modelforge.config import JobConfig
 from modelforge.errors import JobError, ModelForgeError, ModelLoadError
 from modelforge.settings import Settings
+from modelforge.tasks import TASKS
 from modelforge.training import resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ class ModelHost:
     def answer(self, question: str, context: str, which: str = "tuned") -> dict[str, Any]:
         """The span of `context` that answers `question` (extractive QA models): text, start, end, score."""
         loaded = self.ready()
-        if loaded.source.task != "extractive-qa":
+        if TASKS[loaded.source.task].family != "qa":
             raise ModelLoadError(f"{loaded.source.name} is loaded for {loaded.source.task}, not extractive question answering.")
         from modelforge.prediction import answer_question
 
@@ -247,7 +248,7 @@ class ModelHost:
         `which` picks the tuned model or its base. An encoder-decoder model answers the last message alone.
         """
         loaded = self.ready()
-        if loaded.source.task == "extractive-qa":
+        if TASKS[loaded.source.task].family == "qa":
             raise ModelLoadError(f"{loaded.source.name} answers questions from a context; it does not generate text.")
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 

@@ -24,12 +24,11 @@ from modelforge.demo_model import DEMO_MODELS, demo_kind
 from modelforge.errors import DatasetError
 from modelforge.prompts import GENERATION_MARK
 from modelforge.settings import Settings
-from modelforge.strategies import STRATEGIES, sft
+from modelforge.strategies import STRATEGIES
 from modelforge.strategies.sft import to_sft_rows
+from modelforge.tasks import TASKS
 
 CHECK_SAMPLE = 2000
-# Tasks whose rows the SFT strategy trains as prompt and answer on a causal model; extractive QA trains a span head.
-CAUSAL_TASKS = ("text-generation", "chat", "summarization")
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class RowMask:
 def applies(strategy: str | None, task: str, tokenizer: LightTokenizer) -> bool:
     """Whether the X-ray shows what `strategy` (None: not chosen yet, so sft) trains: the SFT rows of a causal-LM
     task on a model that is not an encoder-decoder."""
-    if (strategy is not None and STRATEGIES[strategy].prepare_rows is not sft.prepare_rows) or task not in CAUSAL_TASKS:
+    if (strategy is not None and STRATEGIES[strategy].pairs) or "causal" not in TASKS[task].families:
         return False
     return not tokenizer.encoder_decoder
 
@@ -112,7 +111,7 @@ def check(tokenizer: LightTokenizer, records: list[dict[str, Any]], task: str, m
     Tokenized on a random sample of CHECK_SAMPLE rows: the template's marks and tokens are the same for every row."""
     name = tokenizer.folder.name
     template = tokenizer.chat_template
-    if task == "chat" and template and GENERATION_MARK not in template:
+    if TASKS[task].conversation and template and GENERATION_MARK not in template:
         earlier = sum(sum(turn["role"] == "assistant" for turn in record["messages"]) > 1 for record in records)
         if earlier:
             raise DatasetError(

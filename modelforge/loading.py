@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelforge.errors import ModelLoadError
+from modelforge.tasks import TASKS
 
 
 @dataclass
@@ -50,11 +51,12 @@ def describe_load_failure(model: str, exc: Exception) -> str:
 def model_class_for(task: str, model_config):
     import transformers
 
-    if task == "extractive-qa":
-        return transformers.AutoModelForQuestionAnswering
-    if task == "summarization" and getattr(model_config, "is_encoder_decoder", False):
-        return transformers.AutoModelForSeq2SeqLM
-    return transformers.AutoModelForCausalLM
+    family = TASKS[task].family_for(getattr(model_config, "is_encoder_decoder", False))
+    return {
+        "causal": transformers.AutoModelForCausalLM,
+        "seq2seq": transformers.AutoModelForSeq2SeqLM,
+        "qa": transformers.AutoModelForQuestionAnswering,
+    }[family]
 
 
 def load(path: str, task: str, runtime, *, quantization: str | None = None, tokenizer: str | None = None,

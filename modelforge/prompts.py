@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelforge.tasks import TASKS
+
 SEPARATOR = "\n"  # between a plain-text prompt and its answer
 GENERATION_MARK = "{% generation %}"  # chat templates that mark the assistant's turns let TRL mask the others
 
@@ -34,7 +36,7 @@ def as_turns(tokenizer, prompt: str, answer: str) -> tuple[Prompt, Prompt]:
 
 def conversation(record: dict[str, Any], task: str) -> list[dict[str, Any]]:
     """A canonical text-task record as chat turns (a chat record already is one)."""
-    if task == "chat":
+    if TASKS[task].conversation:
         return record["messages"]
     return [{"role": "user", "content": record["input"]}, {"role": "assistant", "content": record["output"]}]
 
@@ -45,7 +47,7 @@ def has_generation_marks(chat_template: str | None) -> bool:
 
 def sft_row(record: dict[str, Any], task: str, tokenizer) -> dict[str, Any]:
     """A canonical record as a row of TRL's SFTTrainer, prompt and response kept apart."""
-    if task == "chat":
+    if TASKS[task].conversation:
         if has_generation_marks(tokenizer.chat_template):
             return {"messages": record["messages"]}
         # Without generation marks TRL cannot mask earlier turns: learn the final assistant reply.

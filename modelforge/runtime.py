@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from modelforge.config import SHARDING_STRATEGIES, JobConfig
+from modelforge.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Runtime:
 
         # A span head (2 outputs) stays in full precision: it is trained whole beside the adapters, which peft refuses
         # on quantized weights. Other models keep transformers' default list (the output embeddings).
-        skip = {"llm_int8_skip_modules": ["qa_outputs"]} if task == "extractive-qa" else {}
+        skip = {"llm_int8_skip_modules": ["qa_outputs"]} if task and TASKS[task].family == "qa" else {}
         if kind == "8bit":
             return BitsAndBytesConfig(load_in_8bit=True, **skip)
         return BitsAndBytesConfig(

@@ -132,9 +132,7 @@ def runnable_strategy(config: JobConfig):
     from modelforge.providers import PROVIDERS
     from modelforge.strategies import STRATEGIES
 
-    strategy = STRATEGIES.get(config.strategy)
-    if strategy is None:
-        raise ConfigError(f"strategy: {config.strategy} is not available yet; available: {', '.join(STRATEGIES)}")
+    strategy = STRATEGIES[config.strategy]
     if config.task not in strategy.tasks:
         raise ConfigError(f"task: strategy {config.strategy} supports {', '.join(strategy.tasks)}, not {config.task}")
     if strategy.quantization and config.lora is None:

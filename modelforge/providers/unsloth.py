@@ -17,8 +17,9 @@ from pathlib import Path
 from modelforge import hardware
 from modelforge.errors import ModelLoadError, UnavailableError
 from modelforge.settings import Settings
+from modelforge.tasks import TASKS
 
-CAUSAL_TASKS = ("text-generation", "chat", "summarization")
+CAUSAL_TASKS = tuple(name for name, task in TASKS.items() if "causal" in task.families)
 STRATEGIES = ("sft", "qlora", "dpo")
 SETUP_HINT = (
     "`bash tests/setup.sh` builds it in .venv-unsloth, or set MODELFORGE_UNSLOTH_PYTHON to the python of an "
@@ -86,9 +87,9 @@ class UnslothProvider:
             return f"Unsloth runs the strategies {', '.join(STRATEGIES)}, not {config.strategy}{instead}"
         if config.model and _is_encoder_decoder_folder(config.model):
             return f"{config.model} is an encoder-decoder model; Unsloth trains causal language models only{instead}"
-        if config.model is None and config.task == "summarization":
+        if config.model is None and TASKS[config.task].family == "seq2seq":
             return (
-                "the built-in summarization demo model is an encoder-decoder, which Unsloth does not train; "
+                f"the built-in {config.task} demo model is an encoder-decoder, which Unsloth does not train; "
                 f"name a causal model in `model`{instead}"
             )
         if not hardware.detect().gpus:

@@ -1,6 +1,7 @@
 """Strategy registry: the training objectives, keyed by the config's `strategy`.
 
-A strategy declares the dataset fields it needs for a task and builds one trainer from a TrainingRun.
+A strategy declares the tasks it trains, the dataset fields it reads, what a config of it must hold, and how it turns
+records into trainer rows and builds its trainer from a TrainingRun. Adding one is a module plus one line here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from typing import Any, Callable
 from modelforge.strategies import dpo, rlhf, sft
 from modelforge.tasks import PREFERENCE_FIELDS, TASKS
 
+# Preference pairs compare a causal LM's answers: the tasks only causal LMs learn.
+PREFERENCE_TASKS = tuple(name for name, task in TASKS.items() if task.causal_only)
+
 
 @dataclass(frozen=True)
 class Strategy:
@@ -20,10 +24,12 @@ class Strategy:
     build_trainer: Callable[[Any], Any]
     tasks: tuple[str, ...]
     quantization: str | None = None  # the loading a strategy implies (qlora: 4bit)
-    data_fields: tuple[str, ...] | None = None  # fields needed whatever the task (preference pairs); None: the task's
+    pairs: bool = False  # learns from preference pairs (PREFERENCE_FIELDS) whatever the task, and may start from a job
+    check: Callable[[Any], str | None] | None = None  # (JobConfig) -> what the config lacks for it, or None
 
     def fields(self, task: str) -> tuple[str, ...]:
-        return self.data_fields or TASKS[task].fields
+        """The fields a dataset for `task` must hold for this strategy."""
+        return PREFERENCE_FIELDS if self.pairs else TASKS[task].fields
 
 
 SFT = Strategy(
@@ -32,7 +38,7 @@ SFT = Strategy(
     "LoRA unless lora is null.",
     prepare_rows=sft.prepare_rows,
     build_trainer=sft.build_trainer,
-    tasks=("text-generation", "chat", "summarization", "extractive-qa"),
+    tasks=tuple(TASKS),
 )
 
 DPO = Strategy(
@@ -40,8 +46,8 @@ DPO = Strategy(
     description="Direct preference optimisation on prompt/chosen/rejected pairs, e.g. after an SFT job (init_from).",
     prepare_rows=dpo.to_preference_rows,
     build_trainer=dpo.build_trainer,
-    tasks=("text-generation", "chat"),
-    data_fields=PREFERENCE_FIELDS,
+    tasks=PREFERENCE_TASKS,
+    pairs=True,
 )
 
 STRATEGIES: dict[str, Strategy] = {
@@ -60,5 +66,6 @@ STRATEGIES: dict[str, Strategy] = {
         name="rlhf",
         description="A reward model learns the preference pairs, then the policy is optimised against it (GRPO or RLOO).",
         build_trainer=rlhf.build_trainer,
+        check=rlhf.check,
     ),
 }

@@ -22,6 +22,17 @@ REWARD_MODEL_DIR = "reward_model"
 REWARD_STAGE = "stage 1/2: reward model"
 
 
+def check(config) -> str | None:
+    """What a config must hold for rlhf: answers are compared within a batch."""
+    generations = config.preference.num_generations
+    if config.training.batch_size % generations:
+        return (
+            f"training.batch_size: rlhf compares preference.num_generations ({generations}) answers per prompt "
+            f"within a batch, so the batch size must be a multiple of it (got {config.training.batch_size})"
+        )
+    return None
+
+
 def score_answers(reward_model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 16) -> list[float]:
     """The reward model's score of each answer to its prompt, formatted as in training (the chat template, if any)."""
     import torch

@@ -10,10 +10,7 @@ from __future__ import annotations
 from modelforge.strategies import seq2seq, span_qa
 from modelforge import prompts
 from modelforge.strategies.common import lora_config, trainer_arguments
-
-# Tasks whose trainer rows depend on the model's class, known only in build_trainer: prepare_rows keeps their records.
-MODEL_SHAPED_TASKS = ("summarization", "extractive-qa")
-
+from modelforge.tasks import TASKS
 
 def to_sft_rows(records: list[dict], task: str, tokenizer) -> list[dict]:
     """Canonical task rows -> the rows TRL's SFTTrainer trains on, prompt and response kept apart."""
@@ -21,16 +18,14 @@ def to_sft_rows(records: list[dict], task: str, tokenizer) -> list[dict]:
 
 
 def prepare_rows(records: list[dict], task: str, tokenizer) -> list[dict]:
-    """The SFT strategy's rows: SFTTrainer's, or the canonical records where the model's class decides their form."""
-    return records if task in MODEL_SHAPED_TASKS else to_sft_rows(records, task, tokenizer)
+    """The SFT strategy's rows: SFTTrainer's, or the canonical records where the model's class decides their form (a
+    task more than causal LMs learn: its rows are shaped in build_trainer, once the model is known)."""
+    return to_sft_rows(records, task, tokenizer) if TASKS[task].causal_only else records
 
 
 def build_trainer(run):
-    if run.config.task == "extractive-qa":
-        return span_qa.build_trainer(run)
-    if run.model.config.is_encoder_decoder:
-        return seq2seq.build_trainer(run)
-    return _causal_trainer(run)
+    family = TASKS[run.config.task].family_for(run.model.config.is_encoder_decoder)
+    return {"causal": _causal_trainer, "seq2seq": seq2seq.build_trainer, "qa": span_qa.build_trainer}[family](run)
 
 
 def _causal_trainer(run):
@@ -40,7 +35,7 @@ def _causal_trainer(run):
     config = run.config
 
     def sft_rows(dataset):
-        if dataset is None or config.task not in MODEL_SHAPED_TASKS:
+        if dataset is None or TASKS[config.task].causal_only:
             return dataset
         return Dataset.from_list(to_sft_rows(dataset.to_list(), config.task, run.tokenizer))
 

@@ -37,12 +37,8 @@ def job_task(engine, account: Account, job_id: int | None):
 
 
 def input_groups(task: str) -> tuple:
-    """Visibility of the chat, summarization and QA inputs for `task`."""
-    return (
-        gr.update(visible=task in ("chat", "text-generation")),
-        gr.update(visible=task == "summarization"),
-        gr.update(visible=task == "extractive-qa"),
-    )
+    """Visibility of the chat, summarization and QA inputs for `task`: those of its model family."""
+    return tuple(gr.update(visible=TASKS[task].family == family) for family in ("causal", "seq2seq", "qa"))
 
 
 def side_by_side_columns(side_by_side: bool) -> tuple:
