@@ -19,8 +19,8 @@ from modelforge.errors import DatabaseError
 class ProgressCallback(TrainerCallback):
     """Writes step, ETA and tokens/s at most every `interval` seconds, and every logged metric.
 
-    A strategy that trains in stages (rlhf) renames `stage` and sets `step_offset` to the steps of the stages before,
-    so the job's step counter and its loss curve run on across stages.
+    The pipeline names the `stage` being trained and, for a strategy of several stages (rlhf), sets `step_offset` to
+    the steps of the stages before, so the job's step counter and its loss curve run on across stages.
     """
 
     def __init__(self, job_id: int, interval: float = 1.0):

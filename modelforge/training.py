@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from modelforge import checkpoints, data, evaluation, gguf, ranks, store
 from modelforge.config import SHARDING_STRATEGIES, JobConfig
@@ -39,8 +39,7 @@ class TrainingRun:
     eval_dataset: Any
     output_dir: Path
     callbacks: list = field(default_factory=list)
-    # (prompts, answers) -> rewards: set by a strategy that trains a reward model, to score generations with it.
-    reward: Callable[[list, list[str]], list[float]] | None = None
+    results: dict[str, Any] = field(default_factory=dict)  # the results of the strategy's earlier stages, by name
 
 
 def resolve_model_path(config: JobConfig, settings: Settings) -> str:
@@ -144,6 +143,26 @@ def runnable_strategy(config: JobConfig):
     if not availability.available:
         raise UnavailableError(f"provider: {config.provider} is unavailable: {availability.reason}")
     return strategy
+
+
+def train_stage(stage, run: TrainingRun, progress) -> Any:
+    """A stage before the strategy's last, trained to its end in its own folder of the job's (resumed from its last
+    checkpoint there) and saved there; the job's step counter runs on from its steps. Returns its result."""
+    folder = run.output_dir / stage.name
+    progress.stage = stage.label.format(config=run.config)
+    trainer = stage.build_trainer(replace(run, output_dir=folder))
+    checkpoint = last_checkpoint(folder) if folder.is_dir() else None
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if progress.cancelled:
+        raise JobCancelled(
+            f"Cancelled in {progress.stage} at step {trainer.state.global_step}; "
+            f"resume continues from {last_checkpoint(folder)}."
+        )
+    if progress.database_lost:
+        raise progress.database_lost
+    trainer.save_model(str(folder))
+    progress.step_offset += trainer.state.global_step
+    return stage.result(trainer, run) if stage.result else trainer.model
 
 
 def _check_cancel(job_id: int) -> None:
@@ -259,7 +278,11 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
         output_dir=output_dir,
         callbacks=callbacks,
     )
-    trainer = strategy.build_trainer(run)
+    for stage in strategy.stages[:-1]:
+        run.results[stage.name] = train_stage(stage, run, progress)
+    final = strategy.stages[-1]
+    progress.stage = final.label.format(config=config)
+    trainer = final.build_trainer(run)
     attempt.trainer = trainer
     base_predictions = None
     if eval_records and config.evaluation.compare_base:
@@ -274,7 +297,7 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
     if checkpoint:
         log.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    steps = progress.step_offset + trainer.state.global_step  # the job's steps: rlhf's stage 1 counts too
+    steps = progress.step_offset + trainer.state.global_step  # the job's steps: the earlier stages' count too
     if progress.database_lost:
         raise DatabaseError(
             f"{progress.database_lost} The job stopped at step {steps} with checkpoint {last_checkpoint(output_dir)}; "
@@ -317,7 +340,8 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
             if main:
                 store.record_metrics(job.id, step=steps, eval_loss=metrics["eval_loss"])
         tuned_predictions = evaluation.predict(trainer.model, loaded.tokenizer, config, eval_records)
-        metrics["evaluation"] = evaluation.compare(config, eval_records, tuned_predictions, base_predictions, run.reward)
+        reward = next((run.results[stage.name] for stage in strategy.stages if stage.scorer), None)
+        metrics["evaluation"] = evaluation.compare(config, eval_records, tuned_predictions, base_predictions, reward)
 
     set_stage("saving")
     trainer.save_model(str(output_dir))  # every rank: a sharded model is gathered to be saved

@@ -46,7 +46,8 @@ def trainer_rows(model_path: Path, task: str, records: list[dict], tmp_path: Pat
         tokenizer=tokenizer, train_dataset=Dataset.from_list(STRATEGIES["sft"].prepare_rows(records, task, tokenizer)),
         eval_dataset=None, output_dir=tmp_path / "run",
     )
-    dataset = STRATEGIES["sft"].build_trainer(run).train_dataset
+    (stage,) = STRATEGIES["sft"].stages
+    dataset = stage.build_trainer(run).train_dataset
     return [{"ids": row["input_ids"], "trained": [label != -100 for label in row["labels"]]} for row in dataset]
 
 

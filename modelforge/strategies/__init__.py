@@ -1,7 +1,8 @@
 """Strategy registry: the training objectives, keyed by the config's `strategy`.
 
-A strategy declares the tasks it trains, the dataset fields it reads, what a config of it must hold, and how it turns
-records into trainer rows and builds its trainer from a TrainingRun. Adding one is a module plus one line here.
+A strategy declares the tasks it trains, the dataset fields it reads, what a config of it must hold, how it turns
+records into trainer rows, and its stages: the trainers the pipeline (modelforge/training.py) builds from a TrainingRun
+and trains in turn. Adding one is a module plus one line here.
 """
 
 from __future__ import annotations
@@ -17,11 +18,24 @@ PREFERENCE_TASKS = tuple(name for name, task in TASKS.items() if task.causal_onl
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One trainer of a strategy. Every stage before the last trains to its end in a folder of its name in the job's
+    folder and is saved there; its result goes forward in `TrainingRun.results` under its name. The last stage's
+    trainer makes the job's model: the pipeline evaluates it and saves it in the job's folder."""
+
+    name: str
+    label: str  # the job's stage while it trains, formatted with the job's `config`
+    build_trainer: Callable[[Any], Any]  # (TrainingRun) -> trainer
+    result: Callable[[Any, Any], Any] | None = None  # (trained trainer, TrainingRun) -> what later stages are given
+    scorer: bool = False  # its result scores (prompts, answers): the evaluation reports each model's mean reward
+
+
+@dataclass(frozen=True)
 class Strategy:
     name: str
     description: str
     prepare_rows: Callable[[list[dict], str, Any], list[dict]]  # (records, task, tokenizer) -> trainer rows
-    build_trainer: Callable[[Any], Any]
+    stages: tuple[Stage, ...]
     tasks: tuple[str, ...]
     quantization: str | None = None  # the loading a strategy implies (qlora: 4bit)
     pairs: bool = False  # learns from preference pairs (PREFERENCE_FIELDS) whatever the task, and may start from a job
@@ -37,7 +51,7 @@ SFT = Strategy(
     description="Supervised fine-tuning on input/output pairs, conversations or question/context/answer rows; "
     "LoRA unless lora is null.",
     prepare_rows=sft.prepare_rows,
-    build_trainer=sft.build_trainer,
+    stages=(Stage("model", "training", sft.build_trainer),),
     tasks=tuple(TASKS),
 )
 
@@ -45,7 +59,7 @@ DPO = Strategy(
     name="dpo",
     description="Direct preference optimisation on prompt/chosen/rejected pairs, e.g. after an SFT job (init_from).",
     prepare_rows=dpo.to_preference_rows,
-    build_trainer=dpo.build_trainer,
+    stages=(Stage("model", "training", dpo.build_trainer),),
     tasks=PREFERENCE_TASKS,
     pairs=True,
 )
@@ -65,7 +79,10 @@ STRATEGIES: dict[str, Strategy] = {
         DPO,
         name="rlhf",
         description="A reward model learns the preference pairs, then the policy is optimised against it (GRPO or RLOO).",
-        build_trainer=rlhf.build_trainer,
+        stages=(
+            Stage(rlhf.REWARD_MODEL_DIR, "stage 1/2: reward model", rlhf.reward_trainer, rlhf.RewardModel.of, scorer=True),
+            Stage("policy", "stage 2/2: policy ({config.preference.rl_algorithm})", rlhf.policy_trainer),
+        ),
         check=rlhf.check,
     ),
 }

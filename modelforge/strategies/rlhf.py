@@ -1,25 +1,24 @@
-"""RLHF in one job: a reward model learns the preference pairs, then the policy is optimised online against it.
+"""RLHF in one job, as two stages the pipeline trains in turn: a reward model learns the preference pairs, then the
+policy is optimised online against it.
 
 Stage 1 trains a reward model (TRL's RewardTrainer: the base model with a one-score head, LoRA unless lora is null) on
-the chosen/rejected pairs and saves it to <output_dir>/reward_model. Stage 2 samples answers to the same prompts and
-optimises the policy with GRPO or RLOO against that reward model (TRL 1.16 has no PPOTrainer). `build_trainer` runs
-stage 1 to completion and returns the stage-2 trainer, which run_job trains and saves like any other.
+the chosen/rejected pairs; the pipeline saves it to <output_dir>/reward_model and passes it on, merged, as a
+RewardModel. Stage 2 samples answers to the same prompts and optimises the policy with GRPO or RLOO against that
+reward model (TRL 1.16 has no PPOTrainer); the pipeline trains and saves it like any other strategy's model.
 
 The job's step counter runs on across the stages: stage 2's steps count after stage 1's.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from functools import partial
+from dataclasses import dataclass, replace
+from typing import Any
 
-from modelforge.errors import JobCancelled
 from modelforge.prompts import answer_ids, as_turns
 from modelforge.strategies.common import lora_config, trainer_arguments
 from modelforge.strategies.dpo import padded
 
-REWARD_MODEL_DIR = "reward_model"
-REWARD_STAGE = "stage 1/2: reward model"
+REWARD_MODEL_DIR = "reward_model"  # stage 1's name: its folder in the job's, and its result's key
 
 
 def check(config) -> str | None:
@@ -49,14 +48,48 @@ def score_answers(reward_model, tokenizer, prompts: list[str], answers: list[str
     return scores
 
 
-def build_trainer(run):
+@dataclass(frozen=True)
+class RewardModel:
+    """Stage 1's result: the reward model, merged (a plain sequence classifier, what GRPO and RLOO take as a reward
+    function), and the score it gives answers to prompts."""
+
+    model: Any
+    tokenizer: Any
+
+    @classmethod
+    def of(cls, trainer, run) -> "RewardModel":
+        from peft import PeftModel
+
+        model = trainer.model
+        return cls((model.merge_and_unload() if isinstance(model, PeftModel) else model).eval(), run.tokenizer)
+
+    def __call__(self, prompts: list[str], answers: list[str]) -> list[float]:
+        return score_answers(self.model, self.tokenizer, prompts, answers)
+
+
+def reward_trainer(run):
+    """Stage 1: the reward model's trainer, on the preference pairs; `run.output_dir` is the stage's own folder."""
+    from trl import RewardConfig, RewardTrainer
+
+    args = RewardConfig(
+        **{**trainer_arguments(run), "max_steps": run.config.preference.reward_model_steps},
+        max_length=run.config.training.max_length,
+    )
+    model = _reward_model_base(run)
+    return RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=run.train_dataset,
+        eval_dataset=run.eval_dataset,
+        processing_class=run.tokenizer,
+        peft_config=lora_config(replace(run, model=model), "SEQ_CLS"),
+        callbacks=run.callbacks,
+    )
+
+
+def policy_trainer(run):
+    """Stage 2: the policy's online trainer, rewarded by stage 1's model."""
     import trl
-
-    from modelforge.progress import ProgressCallback
-
-    progress = next(callback for callback in run.callbacks if isinstance(callback, ProgressCallback))
-    reward_model = train_reward_model(run, progress).eval()
-    run.reward = partial(score_answers, reward_model, run.tokenizer)
 
     preference = run.config.preference
     config_class, trainer_class = {
@@ -70,10 +103,9 @@ def build_trainer(run):
         num_generations=preference.num_generations,
         max_completion_length=preference.max_completion_length,
     )
-    progress.stage = f"stage 2/2: policy ({preference.rl_algorithm})"
     return trainer_class(
         model=run.model,
-        reward_funcs=reward_model,
+        reward_funcs=run.results[REWARD_MODEL_DIR].model,
         args=args,
         train_dataset=run.train_dataset,
         eval_dataset=run.eval_dataset,
@@ -82,48 +114,6 @@ def build_trainer(run):
         peft_config=lora_config(run, "CAUSAL_LM"),
         callbacks=run.callbacks,
     )
-
-
-def train_reward_model(run, progress):
-    """Stage 1: the reward model, trained on the preference pairs and saved beside the policy.
-
-    A resumed job continues from the stage's last checkpoint; when stage 1 had finished, that is its final one.
-    """
-    from peft import PeftModel
-    from trl import RewardConfig, RewardTrainer
-
-    from modelforge.training import last_checkpoint
-
-    folder = run.output_dir / REWARD_MODEL_DIR
-    progress.stage = REWARD_STAGE
-    args = RewardConfig(
-        **{**trainer_arguments(run), "output_dir": str(folder), "max_steps": run.config.preference.reward_model_steps},
-        max_length=run.config.training.max_length,
-    )
-    model = _reward_model_base(run)
-    trainer = RewardTrainer(
-        model=model,
-        args=args,
-        train_dataset=run.train_dataset,
-        eval_dataset=run.eval_dataset,
-        processing_class=run.tokenizer,
-        peft_config=lora_config(replace(run, model=model), "SEQ_CLS"),
-        callbacks=run.callbacks,
-    )
-    checkpoint = last_checkpoint(folder) if folder.is_dir() else None
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if progress.cancelled:
-        raise JobCancelled(
-            f"Cancelled in {REWARD_STAGE} at step {trainer.state.global_step}; "
-            f"resume continues from {last_checkpoint(folder)}."
-        )
-    if progress.database_lost:
-        raise progress.database_lost
-    trainer.save_model(str(folder))
-    progress.step_offset = trainer.state.global_step
-    # Merged, a LoRA reward model is a plain sequence classifier: what GRPO and RLOO take as a reward function.
-    model = trainer.model
-    return model.merge_and_unload() if isinstance(model, PeftModel) else model
 
 
 def _reward_model_base(run):
