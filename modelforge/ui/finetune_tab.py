@@ -35,9 +35,6 @@ NO_JOB = "No job yet: choose a dataset and press **Start training**."
 
 LOSS_CHART = {"x": "step", "y": "value", "color": "series"}
 RATE_CHART = {"x": "step", "y": "learning rate"}
-MAIN_FIELDS = ("dataset", "task", "model", "provider", "strategy")  # the form's first row, then the advanced fields
-
-
 SECTIONS = ("lora", "evaluation", "preference", "distributed")  # prefixed in API names; training's fields are bare
 
 
@@ -55,7 +52,8 @@ def config_key(name: str) -> str:
     return f"{section}.{field}" if section in SECTIONS and field else name
 
 
-# Advanced fields: (config key, component), in the order the API lists them after MAIN_FIELDS.
+# Advanced fields: (config key, component), in the order the API lists them after dataset, task, model, provider and
+# strategy.
 def _advanced_fields(preset: dict[str, dict]) -> list[tuple[str, gr.components.Component]]:
     """The fields, showing the defaults with `preset`'s values (preset_overrides) on top."""
     t, lo = TrainingConfig(**preset["training"]), LoraConfig(**preset["lora"])
@@ -353,7 +351,7 @@ def build(engine) -> list:
     start.click(
         as_user(engine, start_training), main_form, [job_id, message], inputs_kwargs=named_form,
         api_name="start_training",
-    ).then(watch, job_id, watch_outputs)
+    ).then(watch, job_id, watch_outputs, api_visibility="private")
     cancel.click(as_user(engine, cancel_job), job_id, message, api_name="cancel_job")
     resume.click(as_user(engine, resume_job), job_id, message, api_name="resume_job")
     export.click(as_user(engine, export_config), job_id, [config_file, cli], api_name="export_config")

@@ -132,6 +132,6 @@ def build(engine) -> list:
     )
     delete_button.click(ask_to_confirm, outputs=confirm_button, api_name=False)
     confirm_button.click(as_user(engine, delete_jobs), selected, [result, confirm_button], api_name="history_delete").then(
-        refresh_of_user, outputs=[table, selected]
+        refresh_of_user, outputs=[table, selected], api_visibility="private"
     )
     return [(refresh_of_user, [table, selected])]
