@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +244,16 @@ def load_records(
     if not report.ok:
         raise DatasetError(report.summary())
     return report.records
+
+
+def split_records(records: list[dict], eval_split: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(training rows, held-out rows): the same split from the same seed, for training and for a later evaluation."""
+    if eval_split <= 0 or len(records) < 10:
+        return records, []
+    shuffled = records[:]
+    random.Random(seed).shuffle(shuffled)
+    held_out = max(1, round(len(shuffled) * eval_split))
+    return shuffled[held_out:], shuffled[:held_out]
 
 
 # -- reading -----------------------------------------------------------------------------------------------------

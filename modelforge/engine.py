@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelforge import data, dataset_store, demo_model, distributed, export, fit, gguf, hardware, hub, jobs, label_mask, store
+from modelforge import (
+    data, dataset_store, demo_model, distributed, export, fit, gguf, hardware, hub, label_mask, run_folder, store,
+)
 from modelforge import gguf_export
 from modelforge.accounts import LOCAL, Account, SignIn
 from modelforge.config import DistributedConfig, JobConfig, preset_overrides
@@ -23,12 +25,12 @@ from modelforge.db import Job, init_database
 from modelforge.demo_model import DEMO_MODELS, demo_kind
 from modelforge.errors import DatasetError, JobError
 from modelforge.inference import ModelHost, job_source, path_source
+from modelforge.preflight import resolve_dataset_source, resolve_init_from, runnable_strategy
 from modelforge.providers import PROVIDERS
 from modelforge.runner import JobRunner
 from modelforge.settings import ASSETS_DIR, Settings
 from modelforge.strategies import STRATEGIES
 from modelforge.tasks import DEFAULT_TASK, TASKS
-from modelforge.training import resolve_dataset_source, resolve_init_from, runnable_strategy, split_records
 
 SAMPLES_DIR = ASSETS_DIR / "samples"
 PREVIEW_ROWS = 5  # rows of a dataset shown as the model sees them, and X-rayed
@@ -330,11 +332,11 @@ class Engine:
         others = [Path(other).resolve() for other in store.other_output_dirs(job.id)]
         shared = any(other == folder or folder in other.parents or other in folder.parents for other in others)
         store.delete_job(job)
-        if not shared and folder.is_dir() and (folder / jobs.LOG_FILE).exists():
+        if not shared and folder.is_dir() and (folder / run_folder.LOG_FILE).exists():
             shutil.rmtree(folder)
 
     def log_tail(self, job_id: int, lines: int = 40, account: Account = LOCAL) -> str:
-        return jobs.log_tail(self.job_for(account, job_id), lines)
+        return run_folder.log_tail(self.job_for(account, job_id), lines)
 
     @staticmethod
     def job_config(job: Job) -> JobConfig:
@@ -419,7 +421,7 @@ class Engine:
     def trained_model(self, job_id: int, account: Account = LOCAL) -> tuple[Path, bool]:
         """(the folder of a completed job's model, whether it is a LoRA adapter rather than a full model)."""
         folder = export.model_folder(self.job_for(account, job_id))
-        return folder, export.is_adapter(folder)
+        return folder, run_folder.is_adapter(folder)
 
     # -- evaluation ----------------------------------------------------------------------------------
     def evaluate(
@@ -450,11 +452,11 @@ class Engine:
         elif config.eval_dataset:
             records = read(config.eval_dataset)
         else:
-            records = split_records(read(config.dataset), config.training.eval_split, config.training.seed)[1]
+            records = data.split_records(read(config.dataset), config.training.eval_split, config.training.seed)[1]
         result = evaluation.evaluate_saved(config, self.settings, records, Path(job.output_dir) if job else None)
         if job is None:
             return result, None
-        saved = Path(job.output_dir) / f"evaluation-{Path(dataset).stem if dataset else 'held-out'}.json"
+        saved = run_folder.evaluation_file(Path(job.output_dir), Path(dataset).stem if dataset else "held-out")
         saved.write_text(json.dumps(result, indent=2), encoding="utf-8")
         return result, saved
 

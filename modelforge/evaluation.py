@@ -7,18 +7,20 @@ Generation is greedy and bounded by `evaluation.max_samples` rows and `evaluatio
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from modelforge import metrics
+from modelforge import metrics, prompts, run_folder
 from modelforge.config import JobConfig
 from modelforge.errors import DatasetError
-from modelforge.prediction import evaluating, generate_texts
+from modelforge.loading import apply_adapter, load_weights, resolve_model_path
+from modelforge.prediction import answer_question, evaluating, generate_summary, generate_texts
+from modelforge.preflight import runnable_strategy
+from modelforge.providers import PROVIDERS
+from modelforge.runtime import resolve_runtime
 from modelforge.strategies import STRATEGIES
+from modelforge.strategies.dpo import preference_scores
 from modelforge.tasks import TASKS
-
-BASE_PREDICTIONS_FILE = "evaluation-base.json"  # kept so a resumed job does not score its base again
 EXAMPLES = 5  # held-out rows shown with both models' answers
 # How a model of each family is scored; the kind is stored with the base model's predictions.
 FAMILY_KINDS = {"causal": "generation", "seq2seq": "seq2seq", "qa": "span"}
@@ -45,15 +47,11 @@ def _predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[s
         result["loss"] = completion_loss(model, tokenizer, config, sample)
         result["texts"] = generate_texts(model, tokenizer, causal_prompts(sample, config.task, tokenizer), config.evaluation.max_new_tokens)
     elif kind == "seq2seq":
-        from modelforge.prediction import generate_summary
-
         result["loss"] = completion_loss(model, tokenizer, config, sample)
         result["texts"] = [
             generate_summary(model, tokenizer, record["input"], config.evaluation.max_new_tokens) for record in sample
         ]
     elif kind == "span":
-        from modelforge.prediction import answer_question
-
         result["texts"] = [
             answer_question(model, tokenizer, record["question"], record["context"], max_length=config.training.max_length)[
                 "text"
@@ -61,8 +59,6 @@ def _predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[s
             for record in sample
         ]
     else:
-        from modelforge.strategies.dpo import preference_scores
-
         scores = preference_scores(model, tokenizer, sample)
         result["chosen"], result["rejected"] = [list(column) for column in zip(*scores)] if scores else ([], [])
         prompts = causal_prompts(sample, config.task, tokenizer)
@@ -138,16 +134,12 @@ def _text(value: Any) -> str:
 
 def causal_prompts(records: list[dict], task: str, tokenizer) -> list[list[int]]:
     """Each row's prompt as the token ids training puts before its answer."""
-    from modelforge import prompts
-
     return [prompts.prompt_ids(tokenizer, prompts.record_prompt(record, task, tokenizer)) for record in records]
 
 
 def completion_loss(model, tokenizer, config: JobConfig, records: list[dict]) -> float:
     """Mean cross-entropy of the reference answers' tokens given their prompts, the way training computes its loss."""
     import torch
-
-    from modelforge import prompts
 
     limit = config.training.max_length
     encoder_decoder = model.config.is_encoder_decoder
@@ -180,25 +172,11 @@ def completion_loss(model, tokenizer, config: JobConfig, records: list[dict]) ->
     return total / max(count, 1)
 
 
-def save_base_predictions(output_dir: Path, predictions: dict[str, Any]) -> None:
-    (output_dir / BASE_PREDICTIONS_FILE).write_text(json.dumps(predictions), encoding="utf-8")
-
-
-def load_base_predictions(output_dir: Path) -> dict[str, Any] | None:
-    path = output_dir / BASE_PREDICTIONS_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def evaluate_saved(config: JobConfig, settings, records: list[dict], tuned_dir: Path | None) -> dict[str, Any]:
     """Score a finished job's saved model (adapter or full) against its base on `records`, outside training.
 
     Without `tuned_dir` the config's model alone is scored, as the table's `base` column.
     """
-    from modelforge.loading import apply_adapter, load_weights
-    from modelforge.providers import PROVIDERS
-    from modelforge.runtime import resolve_runtime
-    from modelforge.training import resolve_model_path, runnable_strategy
-
     if not records:
         raise DatasetError("There are no rows to evaluate on: give a dataset with at least one valid row.")
     strategy = runnable_strategy(config)
@@ -210,7 +188,7 @@ def evaluate_saved(config: JobConfig, settings, records: list[dict], tuned_dir: 
     base = predict(loaded.model, loaded.tokenizer, config, records)
     if tuned_dir is None:
         return compare(config, records, None, base)
-    if (tuned_dir / "adapter_config.json").is_file():
+    if run_folder.is_adapter(tuned_dir):
         model = apply_adapter(loaded.model, str(tuned_dir))
     else:
         model = load_weights(str(tuned_dir), config.task, runtime)

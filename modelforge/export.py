@@ -16,14 +16,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from modelforge import run_folder
 from modelforge.config import JobConfig
-from modelforge.errors import ModelForgeError
+from modelforge.errors import ModelForgeError, ModelLoadError
+from modelforge.loading import apply_adapter, load_tokenizer, load_weights, resolve_model_path
+from modelforge.runtime import Runtime
 from modelforge.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MERGED_DIR = "merged"  # inside the job's folder: it belongs to the job and goes when the job is deleted
-ADAPTER_CONFIG = "adapter_config.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 SPACE_MARGIN = 1.1  # the merged weights are the base's weights, plus the tokenizer and some slack
 
@@ -35,11 +36,7 @@ class ExportError(ModelForgeError):
 
 
 def merged_dir(job) -> Path:
-    return Path(job.output_dir) / MERGED_DIR
-
-
-def is_adapter(folder: Path) -> bool:
-    return (folder / ADAPTER_CONFIG).is_file()
+    return Path(job.output_dir) / run_folder.MERGED_DIR
 
 
 def model_folder(job) -> Path:
@@ -47,7 +44,7 @@ def model_folder(job) -> Path:
     if job.status != "completed":
         raise ExportError(f"Job #{job.id} is {job.status}: only a completed job has a model to export or push.")
     folder = Path(job.output_dir)
-    if not (is_adapter(folder) or (folder / "config.json").is_file()):
+    if not (run_folder.is_adapter(folder) or (folder / "config.json").is_file()):
         raise ExportError(f"Job #{job.id}'s output folder {folder} holds no model: it was moved or deleted.")
     return folder
 
@@ -71,7 +68,7 @@ def merge_job(job, settings: Settings, progress: Progress | None = None) -> Path
     """
     report = progress or (lambda fraction, message: None)
     folder = model_folder(job)
-    if not is_adapter(folder):
+    if not run_folder.is_adapter(folder):
         raise ExportError(
             f"Job #{job.id} is a full fine-tune: there is no adapter to merge, its folder already holds the "
             f"complete model: {folder}"
@@ -81,12 +78,7 @@ def merge_job(job, settings: Settings, progress: Progress | None = None) -> Path
         report(1.0, f"already merged: {target}")
         return target
 
-    import torch
-
-    from modelforge.errors import ModelLoadError
-    from modelforge.loading import apply_adapter, load_tokenizer, load_weights
-    from modelforge.runtime import Runtime
-    from modelforge.training import resolve_model_path
+    import torch  # here, not at the top: the web process imports this module, and merges in a subprocess
 
     config = JobConfig.from_json(job.config)
     base = resolve_model_path(config, settings)
@@ -115,7 +107,7 @@ def merge_job(job, settings: Settings, progress: Progress | None = None) -> Path
         model = model.merge_and_unload()
 
     report(0.7, "saving the merged model (safetensors)")
-    building = Path(tempfile.mkdtemp(prefix=f".{MERGED_DIR}-", dir=folder))  # hidden until complete
+    building = Path(tempfile.mkdtemp(prefix=f".{run_folder.MERGED_DIR}-", dir=folder))  # hidden until complete
     try:
         model.save_pretrained(building, safe_serialization=True)
         report(0.9, "saving the tokenizer and its chat template")

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelforge import export
+from modelforge import export, run_folder
 from modelforge.export import ExportError, Progress
 from modelforge.settings import Settings
 
@@ -109,7 +109,7 @@ def export_job(job, settings: Settings, quant: str = "q8_0", progress: Progress 
     quant = check_quant(quant)
     llama_cpp = _llama_cpp()
     folder = export.model_folder(job)
-    if export.is_adapter(folder):
+    if run_folder.is_adapter(folder):
         folder = export.merge_job(job, settings, lambda f, m: report(0.3 * f, f"merging: {m}"))
     target, modelfile_path, parity_path = paths(job, quant)
     target.parent.mkdir(exist_ok=True)

@@ -21,7 +21,8 @@ from modelforge.errors import ModelForgeError
 from modelforge.loading import hub_token
 from modelforge.settings import Settings
 from modelforge.strategies import STRATEGIES
-from modelforge.training import CONFIG_FILE, METRICS_FILE, resolve_dataset_source
+from modelforge.preflight import resolve_dataset_source
+from modelforge.run_folder import ADAPTER_CONFIG, CONFIG_FILE, MERGED_DIR, METRICS_FILE, is_adapter
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ TOKENS_URL = "https://huggingface.co/settings/tokens"
 # Intermediate checkpoints, training logs, the merged copy and TRL's copy of a DPO job's starting adapter (ref/) stay
 # out of an adapter push, and so do the evaluation files, which hold the model's answers to the user's held-out rows,
 # and the trainer's pickled arguments (training_args.bin), which hold the server's absolute paths.
-SKIPPED_DIRS = ("checkpoint-*", "runs", "logs", "ref", export.MERGED_DIR, gguf_export.GGUF_DIR)
+SKIPPED_DIRS = ("checkpoint-*", "runs", "logs", "ref", MERGED_DIR, gguf_export.GGUF_DIR)
 SKIPPED_FILES = (
     "*.log", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin", "README.md",
     "evaluation-*.json",
@@ -109,7 +110,7 @@ def push_job(
             "in the Hub tab, or pass --yes to `push`) and push again, or choose another repo id."
         )
 
-    if merged and export.is_adapter(folder):
+    if merged and is_adapter(folder):
         folder = export.merged_dir(job)
         if not folder.is_dir():
             export.merge_job_in_subprocess(
@@ -184,7 +185,7 @@ def public_config(config: JobConfig) -> JobConfig:
 def _without_server_paths(path: Path) -> str | bytes:
     """An adapter's config names its base model by the server's folder when the base is local: the Hub copy names
     it by the folder's name, as the card does."""
-    if path.name != export.ADAPTER_CONFIG:
+    if path.name != ADAPTER_CONFIG:
         return str(path)
     config = json.loads(path.read_text(encoding="utf-8"))
     base = config.get("base_model_name_or_path")
@@ -324,7 +325,7 @@ def model_card(job, folder: Path, repo_id: str, has_loss_curve: bool, license: s
 
     config = JobConfig.from_json(job.config)
     metrics = _metrics(job)
-    adapter = export.is_adapter(folder)
+    adapter = is_adapter(folder)
     family = model_family(folder)
     base_on_hub = bool(config.model) and data.is_hub_id(config.model)
     dataset = resolve_dataset_source(config.dataset)
@@ -377,7 +378,7 @@ def model_card(job, folder: Path, repo_id: str, has_loss_curve: bool, license: s
     if adapter and not base_on_hub:
         lines += [
             "This adapter's base model is not on the Hub, so the snippet runs only beside a folder of that base (the "
-            f"name in `{export.ADAPTER_CONFIG}`): push the merged model to share a standalone model.",
+            f"name in `{ADAPTER_CONFIG}`): push the merged model to share a standalone model.",
             "",
         ]
     lines += [f"The full job configuration is in `{CONFIG_FILE}`, the final metrics in `{METRICS_FILE}`.", ""]
@@ -473,8 +474,8 @@ def usage_snippet(repo_id: str, family: str, adapter: bool, has_chat_template: b
 
 def model_family(folder: Path) -> str:
     """causal, seq2seq or qa: which Auto classes load the model in `folder`."""
-    if export.is_adapter(folder):
-        task_type = _read_json(folder / export.ADAPTER_CONFIG).get("task_type")
+    if is_adapter(folder):
+        task_type = _read_json(folder / ADAPTER_CONFIG).get("task_type")
         return PEFT_TASK_FAMILIES.get(task_type, "causal")
     model_config = _read_json(folder / "config.json")
     if model_config.get("is_encoder_decoder"):

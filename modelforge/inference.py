@@ -19,15 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelforge import run_folder
 from modelforge.config import JobConfig
 from modelforge.errors import JobError, ModelForgeError, ModelLoadError
 from modelforge.settings import Settings
 from modelforge.tasks import TASKS
-from modelforge.training import resolve_model_path
+from modelforge.loading import resolve_model_path
 
 log = logging.getLogger(__name__)
-
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def job_source(job, settings: Settings) -> ModelSource:
     name = f"#{job.id} {job.name}"
     config = JobConfig.from_json(job.config)
     base = resolve_model_path(config, settings)
-    if not (output_dir / ADAPTER_CONFIG).is_file():
+    if not run_folder.is_adapter(output_dir):
         return ModelSource(name=name, model=str(output_dir), task=config.task, base=base)
     return ModelSource(
         name=name,
@@ -69,12 +68,13 @@ def path_source(text: str, task: str = "chat") -> ModelSource:
     """A model typed by the user: a local folder (a full model or an adapter) or a hub id."""
     model = text.strip()
     folder = Path(model).expanduser()
-    adapter_config = folder / ADAPTER_CONFIG
-    if not adapter_config.is_file():
+    if not run_folder.is_adapter(folder):
         return ModelSource(name=model, model=model, task=task)
-    base = json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    base = run_folder.read_adapter_config(folder).get("base_model_name_or_path")
     if not base:
-        raise ModelLoadError(f"{folder} holds an adapter whose {ADAPTER_CONFIG} names no base_model_name_or_path.")
+        raise ModelLoadError(
+            f"{folder} holds an adapter whose {run_folder.ADAPTER_CONFIG} names no base_model_name_or_path."
+        )
     has_tokenizer = (folder / "tokenizer_config.json").is_file()
     return ModelSource(
         name=model, model=base, adapter=str(folder), tokenizer=str(folder) if has_tokenizer else None, task=task

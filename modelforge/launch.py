@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from modelforge import distributed, hardware, store
+from modelforge import distributed, hardware, run_folder, store
 from modelforge.config import JobConfig
 from modelforge.db import Job
 from modelforge.errors import ConfigError, JobError
@@ -22,7 +22,6 @@ from modelforge.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RANK_LOGS_DIR = "rank-logs"
 FINAL_RANK_STATES = ("completed", "cancelled", "failed")
 
 
@@ -58,7 +57,7 @@ def run_ranks(job: Job, settings: Settings, machine_rank: int = 0) -> int:
         store.clear_ranks(job.id)  # the rows of an earlier attempt
         machines = config.distributed.num_machines
         store.set_stage(job.id, "starting ranks" if machines == 1 else f"waiting for {machines - 1} machine(s) to join")
-    log_dir = Path(job.output_dir) / RANK_LOGS_DIR / f"machine-{machine_rank}"
+    log_dir = Path(job.output_dir) / run_folder.RANK_LOGS_DIR / f"machine-{machine_rank}"
     log_dir.mkdir(parents=True, exist_ok=True)
     launch = distributed.describe_launch(config, gpu_count)
     log.info("machine %d starts %d of the job's ranks (%s)", machine_rank, processes, launch)

@@ -10,9 +10,15 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from modelforge import gguf
+from modelforge.demo_model import demo_kind, ensure_demo_model
 from modelforge.errors import ModelLoadError
+
+if TYPE_CHECKING:  # annotations only: the config imports the providers, which load through this module
+    from modelforge.config import JobConfig
+    from modelforge.settings import Settings
 from modelforge.tasks import TASKS
 
 
@@ -25,6 +31,14 @@ class LoadedModel:
 def hub_token() -> str | None:
     """The user's Hub token from the environment; never stored anywhere by ModelForge."""
     return os.environ.get("HF_TOKEN") or os.environ.get("HUGGINGFACE_TOKEN") or None
+
+
+def resolve_model_path(config: JobConfig, settings: Settings) -> str:
+    """The folder or hub id the config's model loads from: a GGUF file's conversion, the demo model when empty."""
+    if config.model:
+        file = gguf.gguf_file(config.model)
+        return str(gguf.ensure_converted(file, settings.models_dir)) if file else config.model
+    return str(ensure_demo_model(settings.models_dir, demo_kind(config.task)))
 
 
 def describe_load_failure(model: str, exc: Exception) -> str:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from modelforge import jobs, store
+from modelforge import run_folder, store
 from modelforge.config import JobConfig
 from modelforge.db import CONNECTION_ERRORS, RESUMABLE_STATUSES, Job, unreachable, utcnow
 from modelforge.errors import ConfigError, JobError
@@ -157,7 +157,7 @@ class JobRunner:
         interrupted = []
         for job in store.running_jobs():
             if self._orphaned(job):
-                tail = jobs.log_tail(job)
+                tail = run_folder.log_tail(job)
                 store.finish(
                     job.id,
                     "interrupted",
@@ -227,7 +227,7 @@ class JobRunner:
         return job is not None
 
     def _spawn(self, job: Job) -> None:
-        log_file = jobs.log_path(job)
+        log_file = run_folder.log_path(job)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         package_root = str(Path(__file__).resolve().parent.parent)
         python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
@@ -260,7 +260,7 @@ class JobRunner:
         for job in store.running_jobs():
             if self._orphaned(job):
                 # A worker this runner adopted (started by a runner that is gone) ended without a result.
-                store.finish(job.id, "failed", error="The worker process ended without recording a result.\n" + jobs.log_tail(job))
+                store.finish(job.id, "failed", error="The worker process ended without recording a result.\n" + run_folder.log_tail(job))
 
     def _record_exit(self, job_id: int, returncode: int) -> None:
         job = store.get_job(job_id)
@@ -269,7 +269,7 @@ class JobRunner:
         if job.cancel_requested_at is not None:
             store.finish(job_id, "cancelled", error=f"{describe_exit(returncode)} while cancelling.")
             return
-        tail = jobs.log_tail(job)
+        tail = run_folder.log_tail(job)
         last_lines = f"\nLast log lines:\n{tail}" if tail else ""
         if returncode == EXIT_DATABASE_UNREACHABLE:
             store.finish(job_id, "interrupted", error="The worker stopped because the database was unreachable; "

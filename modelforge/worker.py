@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from modelforge import checkpoints, ranks, store
+from modelforge import ranks, run_folder, store
 from modelforge.config import JobConfig
 from modelforge.distributed import restrict_gpus
 from modelforge.db import CONNECTION_ERRORS, init_database, unreachable
@@ -88,8 +88,8 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # the worker's top: record whatever went wrong
         logging.error("job failed:\n%s", traceback.format_exc())
         text = str(exc)
-        if checkpoints.is_disk_full(exc, Path(job.output_dir)):
-            message = checkpoints.disk_full_message(Path(job.output_dir))
+        if run_folder.is_disk_full(exc, Path(job.output_dir)):
+            message = run_folder.disk_full_message(Path(job.output_dir))
         elif "out of memory" in text.lower():
             message = OUT_OF_MEMORY_HINT
         elif "divisible by block_n" in text:

@@ -12,7 +12,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from modelforge import accounts, jobs, store
+from modelforge import accounts, run_folder, store
 from modelforge.accounts import LOCAL, Account, SignIn, sign_in_for
 from modelforge.db import DatasetRecord, Job, init_database
 from modelforge.settings import Settings
@@ -69,7 +69,7 @@ def test_the_auth_pair_is_an_admin_beside_the_users_file(tmp_path):
 def _job(engine, name, owner, status="completed"):
     folder = engine.settings.runs_dir / name
     folder.mkdir(parents=True)
-    (folder / jobs.LOG_FILE).write_text(f"{name}'s log\n")
+    (folder / run_folder.LOG_FILE).write_text(f"{name}'s log\n")
     config = json.dumps({"name": name, "dataset": "d.jsonl", "output_dir": str(folder)})
     return Job.create(name=name, config=config, status=status, output_dir=str(folder), owner=owner)
 

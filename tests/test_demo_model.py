@@ -173,7 +173,7 @@ def test_a_background_build_shows_its_progress_and_stops_with_the_web_process(tm
     "task, kind", [("text-generation", "causal"), ("chat", "causal"), ("summarization", "seq2seq"), ("extractive-qa", "qa")]
 )
 def test_a_job_without_a_model_trains_its_tasks_demo_model(task, kind, settings, monkeypatch):
-    from modelforge.training import resolve_model_path
+    from modelforge.loading import resolve_model_path
 
     monkeypatch.setattr(demo_model, "ensure_demo_model", lambda models_dir, kind="causal": models_dir / DEMO_MODELS[kind])
     assert resolve_model_path(JobConfig(task=task, dataset="data.jsonl"), settings) == str(

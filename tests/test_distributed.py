@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from modelforge import distributed, jobs, store
+from modelforge import distributed, run_folder, store
 from modelforge.config import JobConfig
 from modelforge.db import Job, JobRank, init_database
 from modelforge.errors import ConfigError, UnavailableError
-from modelforge.training import last_checkpoint
 from mapping_data import SAMPLE, write_jsonl
 from test_cli import ROOT, _split_mapping_rows, run_cli, write
 from test_runner import _poll_until
@@ -70,7 +69,7 @@ def test_a_two_process_ddp_job_from_the_cli_learns_as_well_as_one_process(tmp_pa
     # Only rank 0 writes the curve: one row per logged step.
     logged = [p.step for p in store.metric_points(two.id) if p.loss is not None]
     assert logged == list(range(5, 61, 5))
-    log = jobs.log_path(two).read_text()
+    log = run_folder.log_path(two).read_text()
     assert "[rank0]:" in log and "[rank1]:" in log and "rank 1 of 2" in log
     shown = run_cli("show", str(two.id), settings=settings).stdout
     assert "launch    2 processes (ddp)" in shown and f"rank 1    machine 0 · {ranks[1].host} pid {ranks[1].pid}" in shown
@@ -95,7 +94,7 @@ def test_cancel_kill_and_resume_of_a_two_process_job_in_the_apps_runner(engine):
     # Cancel: rank 0 reads it, every rank stops at the same step, and the checkpoint is saved.
     job = engine.cancel(job.id, wait=True)
     assert job.status == "cancelled", job.error
-    stopped_at = int(last_checkpoint(Path(job.output_dir)).name.split("-")[1])
+    stopped_at = int(run_folder.last_checkpoint(Path(job.output_dir)).name.split("-")[1])
     assert [(r.rank, r.state, r.step) for r in _ranks(job.id)] == [(0, "cancelled", stopped_at), (1, "cancelled", stopped_at)]
     assert (Path(job.output_dir) / f"checkpoint-{stopped_at}" / "rng_state_1.pth").exists()  # rank 1's part
     assert _left_behind(job) == []
@@ -125,7 +124,7 @@ def test_cancel_kill_and_resume_of_a_two_process_job_in_the_apps_runner(engine):
     job = engine.runner.wait(job.id)
     assert job.status == "completed", job.error
     assert job.step == 300 and "world_size" not in job.final_metrics
-    assert f"resuming from {Path(job.output_dir) / f'checkpoint-{stopped_at}'}" in jobs.log_path(job).read_text()
+    assert f"resuming from {Path(job.output_dir) / f'checkpoint-{stopped_at}'}" in run_folder.log_path(job).read_text()
     steps = [p.step for p in store.metric_points(job.id) if p.loss is not None]
     assert steps[-1] == 300 and steps[:stopped_at] == list(range(1, stopped_at + 1))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mapping_data import SAMPLE, mapping_rows, write_jsonl
-from modelforge import store, training
+from modelforge import preflight, store, training
 from modelforge.config import JobConfig
 from modelforge.db import Job
 from modelforge.errors import ConfigError, DatasetError
@@ -143,7 +143,7 @@ def test_init_from_must_name_a_completed_lora_job_or_adapter_folder(engine, fini
     for init_from in (finished_job.output_dir, str(finished_job.id)):
         config = JobConfig(name="dpo", strategy="dpo", dataset=str(pairs_file), init_from=init_from)
         engine.check(config)
-        resolved = training.resolve_init_from(config, engine.settings)
+        resolved = preflight.resolve_init_from(config, engine.settings)
         assert resolved.init_from == str(Path(finished_job.output_dir).resolve()) and resolved.model is None
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import create_database, free_port, start_postgres
 
-from modelforge import checkpoints, store
+from modelforge import run_folder, store
 from modelforge.config import JobConfig
 from modelforge.db import Job, database, init_database
 from modelforge.engine import Engine
@@ -42,7 +42,7 @@ def _wait_for(predicate, timeout=300, what="the expected state"):
 
 
 def _whole_checkpoints(output_dir: Path) -> list[Path]:
-    return [folder for folder in checkpoints.newest_first(output_dir) if checkpoints.problem(folder) is None]
+    return [folder for folder in run_folder.newest_first(output_dir) if run_folder.problem(folder) is None]
 
 
 def _points(job_id: int) -> list[tuple[int, float]]:
@@ -110,7 +110,7 @@ def test_resume_with_no_intact_checkpoint_says_so_and_sets_it_aside(engine, mapp
     job = engine.submit(_config(mapping_dataset["train"], max_steps=10))
     job = engine.runner.wait(job.id)
     assert job.status == "completed", job.error
-    checkpoint = checkpoints.newest_first(Path(job.output_dir))[0]
+    checkpoint = run_folder.newest_first(Path(job.output_dir))[0]
     (checkpoint / "trainer_state.json").write_text('{"global_step": 10, "log_hist')  # cut short
     store.update(job.id, status="interrupted")
 
@@ -123,7 +123,7 @@ def test_resume_with_no_intact_checkpoint_says_so_and_sets_it_aside(engine, mapp
     )
     assert job.error.endswith("Resume again to train from the start.")
     output_dir = Path(job.output_dir)
-    assert checkpoints.newest_first(output_dir) == []  # so the next resume starts over, as the message says
+    assert run_folder.newest_first(output_dir) == []  # so the next resume starts over, as the message says
     assert (output_dir / f"damaged-{checkpoint.name}" / "trainer_state.json").is_file()
 
 
@@ -148,7 +148,7 @@ def test_a_full_disk_while_saving_a_checkpoint_fails_the_job_with_the_intact_one
     job = engine.runner.wait(job.id)
     assert job.status == "failed"
     kept = _whole_checkpoints(small_disk)
-    assert [folder.name for folder in checkpoints.newest_first(small_disk)] == [folder.name for folder in kept]
+    assert [folder.name for folder in run_folder.newest_first(small_disk)] == [folder.name for folder in kept]
     newest = kept[0]
     assert job.error.startswith(f"The disk holding {small_disk} is full (")
     assert job.error.endswith(
@@ -237,10 +237,10 @@ def test_the_database_gone_mid_job_interrupts_it_with_a_checkpoint_and_resume_fi
         job = store.get_job(1)
         assert job.status == "interrupted"
         assert job.error.startswith("The database became unreachable: ")
-        saved = checkpoints.newest_first(Path(job.output_dir))[0]
+        saved = run_folder.newest_first(Path(job.output_dir))[0]
         assert job.error.endswith(f"The job stopped at step {saved.name.split('-')[1]} with checkpoint {saved}; "
                                   "resume continues from it.")
-        assert checkpoints.problem(saved) is None and job.step >= 10
+        assert run_folder.problem(saved) is None and job.step >= 10
         assert set(kept) <= set(_points(job.id))
 
         job = engine.runner.wait(engine.runner.resume(job.id).id)

@@ -4,10 +4,9 @@ a loss that blows up (a learning rate far too high) stops with a checkpoint and 
 import pytest
 import yaml
 
-from modelforge import jobs, store
+from modelforge import run_folder, store
 from modelforge.config import JobConfig
 from modelforge.healing import FAULT_OOM_BATCH, FAULT_OOM_STEP
-from modelforge.training import last_checkpoint
 from modelforge.worker import OUT_OF_MEMORY_HINT
 
 
@@ -29,9 +28,9 @@ def test_out_of_memory_retries_from_the_checkpoint_with_half_the_batch(app_clien
     assert job.final_metrics["healing"] == [note]
     stored = engine.job_config(job).training  # what History shows
     assert (stored.batch_size, stored.gradient_accumulation) == (4, 2)
-    saved = yaml.safe_load((jobs.log_path(job).parent / "modelforge.yaml").read_text())["training"]
+    saved = yaml.safe_load((run_folder.log_path(job).parent / "modelforge.yaml").read_text())["training"]
     assert (saved["batch_size"], saved["gradient_accumulation"]) == (4, 2)
-    log = jobs.log_path(job).read_text()
+    log = run_folder.log_path(job).read_text()
     assert "simulated out of memory" in log and note in log and "resuming from" in log and "checkpoint-5" in log
     steps = [point.step for point in store.metric_points(job.id) if point.loss is not None]
     assert steps[-1] == 12 and 6 in steps  # the first try logged up to step 6, the retry from 6 on
@@ -60,7 +59,7 @@ def test_an_exploding_loss_stops_with_a_checkpoint_and_a_diagnosis(engine, mappi
     assert "lower training.learning_rate (0.9 -> 0.09)" in job.error
     stopped_at = int(job.error.split()[3].rstrip(":"))
     assert stopped_at < 40
-    checkpoint = last_checkpoint(jobs.log_path(job).parent)
+    checkpoint = run_folder.last_checkpoint(run_folder.log_path(job).parent)
     assert checkpoint is not None and checkpoint.name == f"checkpoint-{stopped_at}"
     assert f"Checkpoint: {checkpoint}." in job.error
     from safetensors.torch import load_file

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from mapping_data import mapping_rows, write_jsonl
-from modelforge import store, training
+from modelforge import run_folder, store, training
 from modelforge.config import JobConfig
 from modelforge.db import Job
 
@@ -112,7 +112,7 @@ def test_rlhf_is_cancelled_in_either_stage_and_resumes_where_it_stopped(engine, 
     assert job.status == "cancelled", job.error
     assert f"Cancelled in {REWARD_STAGE} at step" in job.error
     reward_dir = Path(job.output_dir) / "reward_model"
-    stopped_at = training.last_checkpoint(reward_dir)
+    stopped_at = run_folder.last_checkpoint(reward_dir)
     assert stopped_at is not None and int(stopped_at.name.split("-")[1]) < 100
 
     engine.runner.resume(job.id)
@@ -120,5 +120,5 @@ def test_rlhf_is_cancelled_in_either_stage_and_resumes_where_it_stopped(engine, 
     assert job.status == "cancelled", job.error
     assert REWARD_STAGE in stages and POLICY_STAGE in stages
     assert (reward_dir / "adapter_config.json").is_file()  # stage 1 resumed from its checkpoint and finished
-    assert training.last_checkpoint(Path(job.output_dir)) is not None  # stage 2 can resume too
+    assert run_folder.last_checkpoint(Path(job.output_dir)) is not None  # stage 2 can resume too
     assert job.step > 100

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from modelforge import jobs, store
+from modelforge import run_folder, store
 from modelforge.config import JobConfig
 from modelforge.db import Job, MetricPoint, init_database
 from modelforge.errors import ConfigError, DatasetError, JobError
 from modelforge.runner import JobRunner, process_identity
-from modelforge.training import last_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 # Rounds of three CLIs started at once; raise it to hunt the race harder (each round trains three tiny jobs).
@@ -46,7 +45,7 @@ def test_cancel_saves_a_checkpoint_and_resume_finishes_the_same_job(engine, mapp
 
     job = engine.cancel(job.id, wait=True)
     assert job.status == "cancelled"
-    checkpoint = last_checkpoint(jobs.log_path(job).parent)
+    checkpoint = run_folder.last_checkpoint(run_folder.log_path(job).parent)
     assert checkpoint is not None, "cancel must leave a checkpoint"
     stopped_at = int(checkpoint.name.split("-")[1])
     assert 3 <= stopped_at < 300
@@ -58,7 +57,7 @@ def test_cancel_saves_a_checkpoint_and_resume_finishes_the_same_job(engine, mapp
     assert Job.select().count() == 1
     steps = [p.step for p in store.metric_points(job.id) if p.loss is not None]
     assert steps[-1] == 300 and max(steps[: steps.index(stopped_at) + 1]) == stopped_at
-    assert "resuming from" in jobs.log_path(job).read_text()
+    assert "resuming from" in run_folder.log_path(job).read_text()
 
 
 @pytest.mark.both_databases

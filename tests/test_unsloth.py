@@ -101,7 +101,7 @@ def test_unsloth_trains_the_demo_model_in_its_own_environment(strategy, loading,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from modelforge.prediction import generate_reply
-    from modelforge.training import split_records
+    from modelforge.data import split_records
 
     _require_unsloth()
     training = {"max_steps": 80, "batch_size": 16, "learning_rate": 3e-3, "eval_split": 0.2, "seed": 1,
@@ -145,12 +145,12 @@ def test_unsloth_dpo_continues_an_sft_adapter_and_learns_the_preferred_answers(e
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modelforge import store, training
+    from modelforge import data, store, training
     from modelforge.strategies.dpo import preference_scores
 
     _require_unsloth()
     rows = [json.loads(line) for line in mapping_dataset["train"].read_text().splitlines() if line.strip()]
-    train, held_out = training.split_records(rows, 0.2, 1)
+    train, held_out = data.split_records(rows, 0.2, 1)
 
     def write(name: str, records: list[dict]) -> str:
         (tmp_path / name).write_text("".join(json.dumps(record) + "\n" for record in records))

@@ -6,7 +6,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from modelforge import accounts, jobs, store
+from modelforge import accounts, run_folder, store
 from modelforge.accounts import SignIn
 from modelforge.db import Job
 from modelforge.ui import build_app
@@ -30,7 +30,7 @@ def signed_in_app(engine):
 def _job(engine, name, owner, status):
     folder = engine.settings.runs_dir / name
     folder.mkdir(parents=True)
-    (folder / jobs.LOG_FILE).write_text(f"{name}'s log\n")
+    (folder / run_folder.LOG_FILE).write_text(f"{name}'s log\n")
     config = f'{{"name": "{name}", "dataset": "d.jsonl", "output_dir": "{folder}"}}'
     return Job.create(name=name, config=config, status=status, stage=status, output_dir=str(folder), owner=owner)
 

@@ -1,9 +1,13 @@
-"""Which of a job's checkpoints a resume can trust.
+"""What a job's folder holds, by name, for every module that reads or writes one.
 
-transformers writes a checkpoint in place, file by file, its trainer_state.json last: a full disk or a kill during
-the save leaves a partial folder, and a disk fault can damage a finished one. Each file is checked for being whole
-(JSON parses, a safetensors file is as long as its header says, torch's zip archives pass their CRCs) without loading
-any weights.
+The folder is the job's `output_dir`: its record (the resolved config and the final metrics), its log, the trainer's
+checkpoints, the base model's held-out answers, and the trained model (a LoRA adapter or a full model, and a merged
+copy of an adapter once exported).
+
+Which checkpoints a resume can trust: transformers writes a checkpoint in place, file by file, its trainer_state.json
+last: a full disk or a kill during the save leaves a partial folder, and a disk fault can damage a finished one. Each
+file is checked for being whole (JSON parses, a safetensors file is as long as its header says, torch's zip archives
+pass their CRCs) without loading any weights.
 """
 
 from __future__ import annotations
@@ -16,9 +20,17 @@ import shutil
 import struct
 import zipfile
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
+CONFIG_FILE = "modelforge.yaml"  # the job's config as it ran: precision and gradient checkpointing resolved
+METRICS_FILE = "metrics.json"
+LOG_FILE = "train.log"  # the worker's stdout and stderr
+BASE_PREDICTIONS_FILE = "evaluation-base.json"  # kept so a resumed job does not score its base again
+ADAPTER_CONFIG = "adapter_config.json"  # present when the job trained a LoRA adapter
+MERGED_DIR = "merged"  # an adapter merged into its base: it belongs to the job and goes when the job is deleted
+RANK_LOGS_DIR = "rank-logs"  # torchrun's per-rank logs of a distributed job
 TRAINER_STATE = "trainer_state.json"  # written last: a checkpoint without it never finished saving
 DAMAGED_PREFIX = "damaged-"  # set-aside checkpoints keep their files, out of the trainer's `checkpoint-*` rotation
 LOW_SPACE_BYTES = 1 << 20
@@ -28,6 +40,44 @@ def newest_first(output_dir: Path) -> list[Path]:
     """The job's checkpoint folders, newest first."""
     found = [p for p in output_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True)
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    return next(iter(newest_first(output_dir)), None)
+
+
+def is_adapter(folder: Path) -> bool:
+    return (folder / ADAPTER_CONFIG).is_file()
+
+
+def read_adapter_config(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+
+
+def log_path(job) -> Path:
+    return Path(job.output_dir) / LOG_FILE
+
+
+def log_tail(job, lines: int = 20) -> str:
+    try:
+        text = log_path(job).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def evaluation_file(output_dir: Path, name: str) -> Path:
+    """Where `python -m modelforge eval JOB` saves the table it scored on the dataset `name`."""
+    return output_dir / f"evaluation-{name}.json"
+
+
+def save_base_predictions(output_dir: Path, predictions: dict[str, Any]) -> None:
+    (output_dir / BASE_PREDICTIONS_FILE).write_text(json.dumps(predictions), encoding="utf-8")
+
+
+def load_base_predictions(output_dir: Path) -> dict[str, Any] | None:
+    path = output_dir / BASE_PREDICTIONS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def problem(folder: Path) -> str | None:
@@ -104,7 +154,7 @@ def disk_full_message(output_dir: Path) -> str:
         shutil.rmtree(folder, ignore_errors=True)  # incomplete: unusable, and it holds the space the user needs
         removed.append(folder.name)
     free_mb = shutil.disk_usage(output_dir).free / 2**20
-    intact = next(iter(newest_first(output_dir)), None)
+    intact = last_checkpoint(output_dir)
     message = f"The disk holding {output_dir} is full ({free_mb:.1f} MB free) and a save failed."
     if removed:
         message += f" The incomplete {', '.join(removed)} was removed."
