@@ -24,13 +24,6 @@ def _engine(judge_jobs: bool = True):
     return Engine.from_env() if judge_jobs else Engine.open()
 
 
-def _format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
-
-
 def _follow(engine, job) -> int:
     """Show a progress bar until the job ends; Ctrl-C cancels it gracefully."""
     from tqdm import tqdm
@@ -135,6 +128,8 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from modelforge.formatting import duration
+
     engine = _engine()
     view = engine.job_view(args.job)
     print(f"job {view['id']}: {view['name']}")
@@ -142,7 +137,7 @@ def cmd_show(args) -> int:
         ("status", view["status"]),
         ("stage", view["stage"]),
         ("progress", f"{view['step']}/{view['total_steps'] or '?'}"),
-        ("eta", _format_duration(view["eta_seconds"]) if view["status"] == "running" else "-"),
+        ("eta", duration(view["eta_seconds"]) if view["status"] == "running" else "-"),
         ("output", view["output_dir"]),
         ("created", view["created_at"]),
         ("started", view["started_at"]),
@@ -162,13 +157,15 @@ def cmd_show(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from modelforge.evaluation import format_table
+    from modelforge.formatting import BEFORE_AFTER_COLUMNS, before_after
 
     result, saved = _engine().evaluate(args.target, args.dataset, args.max_samples)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(format_table(result))
+        for row in [BEFORE_AFTER_COLUMNS, *before_after(result["metrics"])]:
+            print(f"{row[0]:<20} " + " ".join(f"{value:>12}" for value in row[1:]))
+        print(f"{result['generated_rows']} of {result['rows']} held-out rows scored")
         if saved:
             print(f"saved: {saved}")
     return 0

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from modelforge import (
-    data, dataset_store, demo_model, distributed, export, fit, gguf, hardware, hub, label_mask, run_folder, store,
+    data, dataset_store, demo_model, distributed, export, fit, gguf, gguf_export, hardware, hub, label_mask, plots,
+    preview, run_folder, store,
 )
-from modelforge import gguf_export
 from modelforge.accounts import LOCAL, Account, SignIn
 from modelforge.config import DistributedConfig, JobConfig, preset_overrides
 from modelforge.db import Job, init_database
@@ -42,7 +42,7 @@ class DatasetLook:
     """What the model will see of a dataset's valid rows, read with the chosen model's tokenizer."""
 
     rows: list[str]  # the first rows rendered as the model sees them (its chat template applied)
-    stats: dict[str, Any]  # dataset_store.token_stats of the rows (or of a random sample of them)
+    stats: dict[str, Any]  # preview.token_stats of the rows (or of a random sample of them)
     figure: Any  # the token-length histogram (a matplotlib Figure)
     model: str  # the name of the folder whose tokenizer was used
     note: str  # why another tokenizer than the one asked for was used, or ""
@@ -254,11 +254,11 @@ class Engine:
         """The valid rows as `model`'s tokenizer (the task's demo model when empty) renders them, their token lengths
         and, where SFT's label mask applies, its X-ray and its refusal. NotReadyError while the demo model builds."""
         sample = records if len(records) <= STATS_SAMPLE else random.Random(0).sample(records, STATS_SAMPLE)
-        max_length = int(max_length or dataset_store.DEFAULT_MAX_LENGTH)
-        folder, note = dataset_store.resolve_model_folder(self.settings, model, task)
-        rows = dataset_store.preview(records, task, folder, PREVIEW_ROWS)
-        stats = dataset_store.token_stats(sample, task, folder, max_length)
-        tokenizer = dataset_store.load_tokenizer(folder)
+        max_length = int(max_length or preview.DEFAULT_MAX_LENGTH)
+        folder, note = preview.resolve_model_folder(self.settings, model, task)
+        rows = preview.preview(records, task, folder, PREVIEW_ROWS)
+        stats = preview.token_stats(sample, task, folder, max_length)
+        tokenizer = preview.load_tokenizer(folder)
         masks, refusal = [], None
         if label_mask.applies(strategy, task, tokenizer):
             masks = label_mask.xray(tokenizer, records[:PREVIEW_ROWS], task, max_length)
@@ -267,7 +267,7 @@ class Engine:
             except DatasetError as exc:
                 refusal = exc
         return DatasetLook(
-            rows=rows, stats=stats, figure=dataset_store.token_histogram(stats["lengths"], stats["max_length"]),
+            rows=rows, stats=stats, figure=plots.token_histogram(stats["lengths"], stats["max_length"]),
             model=folder.name, note=note, sampled_from=len(records) if sample is not records else None,
             masks=masks, refusal=refusal,
         )

@@ -193,15 +193,3 @@ def evaluate_saved(config: JobConfig, settings, records: list[dict], tuned_dir: 
     else:
         model = load_weights(str(tuned_dir), config.task, runtime)
     return compare(config, records, predict(model, loaded.tokenizer, config, records), base)
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The before/after table as aligned text, for the command line."""
-    lines = [f"{'metric':<20} {'base':>12} {'tuned':>12} {'change':>12}"]
-    for name, values in result["metrics"].items():
-        base, tuned = values["base"], values["tuned"]
-        change = f"{tuned - base:+12.4g}" if base is not None and tuned is not None else f"{'-':>12}"
-        shown = [f"{value:12.4g}" if value is not None else f"{'-':>12}" for value in (base, tuned)]
-        lines.append(f"{name:<20} {shown[0]} {shown[1]} {change}")
-    lines.append(f"{result['generated_rows']} of {result['rows']} held-out rows scored")
-    return "\n".join(lines)

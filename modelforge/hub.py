@@ -1,4 +1,5 @@
-"""Publishing a finished job's model to the Hugging Face Hub: the adapter or the merged model, with a model card.
+"""Publishing a finished job's model to the Hugging Face Hub: the adapter or the merged model, with its model card
+(modelforge.model_card) and loss curve.
 
 The token is used for the requests of one push and never written anywhere: not to the database, the logs, a file or
 the model card.
@@ -6,7 +7,6 @@ the model card.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from modelforge import data, export, gguf_export, prompts, store
+from modelforge import export, gguf_export, plots, store
 from modelforge.config import JobConfig
 from modelforge.errors import ModelForgeError
 from modelforge.loading import hub_token
+from modelforge.model_card import LOSS_CURVE, job_metrics, model_card
 from modelforge.settings import Settings
-from modelforge.strategies import STRATEGIES
-from modelforge.preflight import resolve_dataset_source
 from modelforge.run_folder import ADAPTER_CONFIG, CONFIG_FILE, MERGED_DIR, METRICS_FILE, is_adapter
 
 log = logging.getLogger(__name__)
@@ -36,16 +35,6 @@ SKIPPED_FILES = (
     "evaluation-*.json",
 )
 JOB_RECORDS = (CONFIG_FILE, METRICS_FILE)  # the run's record, uploaded beside a merged model too
-LOSS_CURVE = "loss_curve.png"
-
-# The classes that load each model family: (peft's for an adapter, transformers' for a full model).
-LOADERS = {
-    "causal": ("AutoPeftModelForCausalLM", "AutoModelForCausalLM"),
-    "seq2seq": ("AutoPeftModelForSeq2SeqLM", "AutoModelForSeq2SeqLM"),
-    "qa": ("AutoPeftModelForQuestionAnswering", "AutoModelForQuestionAnswering"),
-}
-PIPELINE_TAGS = {"causal": "text-generation", "seq2seq": "summarization", "qa": "question-answering"}
-PEFT_TASK_FAMILIES = {"SEQ_2_SEQ_LM": "seq2seq", "QUESTION_ANS": "qa"}
 
 Progress = Callable[[float, str], None]
 
@@ -125,12 +114,12 @@ def push_job(
     if config_file.is_file():
         portable = public_config(JobConfig.from_yaml(config_file.read_text(encoding="utf-8")))
         operations.append(CommitOperationAdd(CONFIG_FILE, portable.to_yaml().encode("utf-8")))
-    published = _metrics(job)
+    published = job_metrics(job)
     published.get("evaluation", {}).pop("examples", None)
     operations.append(CommitOperationAdd(METRICS_FILE, json.dumps(published, indent=2).encode("utf-8")))
 
     report(0.65, "writing the model card and the loss curve")
-    curve = loss_curve_png(job)
+    curve = plots.loss_curve_png(store.metric_points(job.id), job.name)
     if curve is not None:
         operations.append(CommitOperationAdd(LOSS_CURVE, curve))
     card = model_card(job, folder, repo_id, has_loss_curve=curve is not None, license=license)
@@ -315,238 +304,3 @@ def _hub_errors(repo_id: str, token: str) -> Iterator[None]:
             f"The Hugging Face Hub is unreachable ({type(exc).__name__}: {str(exc).replace(token, '<token>')}): "
             "check the server's network connection or proxy and retry."
         ) from None
-
-
-# -- the model card -------------------------------------------------------------------------------------------------
-def model_card(job, folder: Path, repo_id: str, has_loss_curve: bool, license: str | None = None):
-    """README.md for the Hub (huggingface_hub's ModelCard): metadata, what was trained on what and how, the
-    before/after evaluation, the loss curve, the hardware and duration, and code that loads the pushed files."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    config = JobConfig.from_json(job.config)
-    metrics = _metrics(job)
-    adapter = is_adapter(folder)
-    family = model_family(folder)
-    base_on_hub = bool(config.model) and data.is_hub_id(config.model)
-    dataset = resolve_dataset_source(config.dataset)
-    dataset_on_hub = data.is_hub_id(dataset)
-    dataset_name = data.parse_hub_id(dataset)[0] if dataset_on_hub else Path(dataset).name
-    form = "LoRA adapter" if adapter else "merged model (LoRA merged into the base)" if config.lora else "full fine-tune"
-    card_data = ModelCardData(
-        base_model=config.model if base_on_hub else None,
-        datasets=[dataset_name] if dataset_on_hub else None,
-        library_name="peft" if adapter else "transformers",
-        license=license or None,
-        pipeline_tag=PIPELINE_TAGS[family],
-        tags=["modelforge", config.task, config.strategy, *(["lora", "peft"] if config.lora else [])],
-    )
-    base = config.model or "the ModelForge demo model (a tiny model built locally, not on the Hub)"
-    lines = [
-        f"# {repo_id.split('/')[-1]}",
-        "",
-        f"A {form} trained with ModelForge as job #{job.id} ({job.name}).",
-        "",
-        f"- **Base model:** {base}",
-        f"- **Dataset:** {dataset_name}",
-        f"- **Task:** {config.task}",
-        f"- **Strategy:** {config.strategy}" + (f" ({config.quantization} base)" if config.quantization else ""),
-        f"- **Training hardware:** {metrics.get('hardware') or 'not recorded'}",
-        f"- **Training duration:** {_duration(job, metrics)}" + _throughput(metrics),
-        "",
-        "## Hyperparameters",
-        "",
-        "| name | value |",
-        "| --- | --- |",
-        *(f"| {key} | {_fmt(value)} |" for key, value in hyperparameters(config).items()),
-        "",
-        "## Evaluation",
-        "",
-        *_evaluation_lines(metrics, config),
-        "",
-        *gguf_export.card_lines(job),
-        "## Training loss",
-        "",
-        f"![Training and evaluation loss by step]({LOSS_CURVE})" if has_loss_curve else "No loss was recorded.",
-        "",
-        "## Usage",
-        "",
-        "```python",
-        usage_snippet(repo_id, family, adapter, has_chat_template=_has_chat_template(folder)),
-        "```",
-        "",
-    ]
-    if adapter and not base_on_hub:
-        lines += [
-            "This adapter's base model is not on the Hub, so the snippet runs only beside a folder of that base (the "
-            f"name in `{ADAPTER_CONFIG}`): push the merged model to share a standalone model.",
-            "",
-        ]
-    lines += [f"The full job configuration is in `{CONFIG_FILE}`, the final metrics in `{METRICS_FILE}`.", ""]
-    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
-
-
-def hyperparameters(config: JobConfig) -> dict:
-    """Every setting that shaped the training, as dotted names."""
-    values = {"provider": config.provider, "quantization": config.quantization or "none"}
-    values |= {f"training.{key}": value for key, value in config.training.model_dump(mode="json").items()}
-    if config.lora:
-        values |= {f"lora.{key}": value for key, value in config.lora.model_dump(mode="json").items()}
-    else:
-        values["lora"] = "none (full fine-tuning)"
-    if STRATEGIES[config.strategy].pairs:  # the strategies that read the preference section
-        start = config.init_from
-        # A job id, or only the adapter folder's name: the card does not publish the user's local paths.
-        values["init_from"] = "the base model" if not start else f"job {start}" if start.isdigit() else Path(start).name
-        values |= {f"preference.{key}": value for key, value in config.preference.model_dump(mode="json").items()}
-    return values
-
-
-def _evaluation_lines(metrics: dict, config: JobConfig) -> list[str]:
-    losses = [f"{name}: {_fmt(metrics[name])}" for name in ("train_loss", "eval_loss") if name in metrics]
-    loss_line = [f"Final {', '.join(losses)}.", ""] if losses else []
-    evaluation = metrics.get("evaluation")
-    if not evaluation:
-        return loss_line + ["No before/after evaluation was recorded for this job."]
-    rows = [
-        f"| {name} | {_fmt(scores.get('base'))} | {_fmt(scores.get('tuned'))} | {_change(scores)} |"
-        for name, scores in evaluation["metrics"].items()
-    ]
-    sample = f"{evaluation.get('rows', '?')} held-out rows"
-    if evaluation.get("generated_rows"):
-        sample += (
-            f"; generation metrics on {evaluation['generated_rows']} of them "
-            f"(greedy, up to {config.evaluation.max_new_tokens} new tokens)"
-        )
-    return [
-        *loss_line,
-        f"The base model and the tuned model scored on the same {sample}:",
-        "",
-        "| metric | base | tuned | change |",
-        "| --- | --- | --- | --- |",
-        *rows,
-    ]
-
-
-def usage_snippet(repo_id: str, family: str, adapter: bool, has_chat_template: bool) -> str:
-    """Python that loads the pushed files and runs the model once."""
-    peft_class, transformers_class = LOADERS[family]
-    imports = (
-        [f"from peft import {peft_class}", "from transformers import AutoTokenizer"]
-        if adapter
-        else [f"from transformers import {transformers_class}, AutoTokenizer"]
-    )
-    lines = [
-        *imports,
-        "",
-        f'model = {peft_class if adapter else transformers_class}.from_pretrained("{repo_id}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
-    ]
-    if family == "qa":
-        lines += [
-            'question, context = "Who wrote the letter?", "The letter was written by Ada in 1843."',
-            'inputs = tokenizer(question, context, return_tensors="pt")',
-            "outputs = model(**inputs)",
-            "start, end = outputs.start_logits.argmax(), outputs.end_logits.argmax()",
-            'print(tokenizer.decode(inputs["input_ids"][0, start : end + 1]))',
-        ]
-    elif family == "seq2seq":
-        lines += [
-            'inputs = tokenizer("The text to summarize.", return_tensors="pt")',
-            "output = model.generate(**inputs, max_new_tokens=64, do_sample=False)",
-            "print(tokenizer.decode(output[0], skip_special_tokens=True))",
-        ]
-    else:
-        prompt = (
-            'messages = [{"role": "user", "content": "Hello"}]\n'
-            "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, "
-            'return_tensors="pt", return_dict=True)'
-            if has_chat_template
-            # without a chat template the model was trained on plain text: the prompt, then a newline
-            else f'inputs = tokenizer({prompts.plain_prompt("Hello")!r}, return_tensors="pt")'
-        )
-        lines += [
-            prompt,
-            "output = model.generate(**inputs, max_new_tokens=64, do_sample=False)",
-            'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))',
-        ]
-    return "\n".join(lines)
-
-
-def model_family(folder: Path) -> str:
-    """causal, seq2seq or qa: which Auto classes load the model in `folder`."""
-    if is_adapter(folder):
-        task_type = _read_json(folder / ADAPTER_CONFIG).get("task_type")
-        return PEFT_TASK_FAMILIES.get(task_type, "causal")
-    model_config = _read_json(folder / "config.json")
-    if model_config.get("is_encoder_decoder"):
-        return "seq2seq"
-    if any(name.endswith("ForQuestionAnswering") for name in model_config.get("architectures") or []):
-        return "qa"
-    return "causal"
-
-
-def loss_curve_png(job) -> bytes | None:
-    """The training and evaluation loss by step as a PNG, drawn headless (matplotlib's Agg, no pyplot state)."""
-    points = store.metric_points(job.id)
-    series = {
-        "training loss": [(p.step, p.loss) for p in points if p.loss is not None],
-        "evaluation loss": [(p.step, p.eval_loss) for p in points if p.eval_loss is not None],
-    }
-    if not any(series.values()):
-        return None
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 3.5), dpi=100)
-    axes = figure.add_subplot()
-    for label, values in series.items():
-        if values:
-            axes.plot(*zip(*values), label=label, marker="o" if len(values) < 20 else None)
-    axes.set(xlabel="step", ylabel="loss", title=job.name)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def _has_chat_template(folder: Path) -> bool:
-    return (folder / "chat_template.jinja").is_file() or "chat_template" in _read_json(folder / "tokenizer_config.json")
-
-
-def _metrics(job) -> dict:
-    path = Path(job.output_dir) / METRICS_FILE
-    return _read_json(path) if path.is_file() else job.final_metrics
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _duration(job, metrics: dict) -> str:
-    if job.started_at and job.finished_at:
-        seconds = (job.finished_at - job.started_at).total_seconds()
-    elif "train_runtime" in metrics:
-        seconds = metrics["train_runtime"]
-    else:
-        return "not recorded"
-    minutes, seconds = divmod(round(seconds), 60)
-    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
-
-
-def _throughput(metrics: dict) -> str:
-    parts = [f"{metrics['steps']} steps" if "steps" in metrics else "",
-             f"{metrics['tokens_per_second']:.0f} tokens/s" if "tokens_per_second" in metrics else ""]
-    return f" ({', '.join(filter(None, parts))})" if any(parts) else ""
-
-
-def _change(scores: dict) -> str:
-    base, tuned = scores.get("base"), scores.get("tuned")
-    if base is None or tuned is None:
-        return "-"
-    return f"{tuned - base:+.4g}"
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

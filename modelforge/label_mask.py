@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelforge import dataset_store, gguf
+from modelforge import gguf, preview
 from modelforge.config import JobConfig
-from modelforge.dataset_store import LightTokenizer
+from modelforge.preview import LightTokenizer
 from modelforge.demo_model import DEMO_MODELS, demo_kind
 from modelforge.errors import DatasetError
 from modelforge.prompts import GENERATION_MARK
@@ -155,6 +155,6 @@ def check_job(config: JobConfig, records: list[dict[str, Any]], settings: Settin
         folder = gguf.converted_folder(file, settings.models_dir) if file else Path(config.model).expanduser()
     if not (folder / "tokenizer.json").is_file():
         return
-    tokenizer = dataset_store.load_tokenizer(folder)
+    tokenizer = preview.load_tokenizer(folder)
     if applies(config.strategy, config.task, tokenizer):
         check(tokenizer, records, config.task, config.training.max_length)

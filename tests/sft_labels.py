@@ -4,7 +4,7 @@ that break what SFT needs, on the demo model's tokenizer, for the X-ray's refusa
 import shutil
 from pathlib import Path
 
-from modelforge import dataset_store, label_mask
+from modelforge import label_mask, preview
 from modelforge.config import JobConfig
 
 # The demo template without its {% generation %} marks, and one whose assistant turn ends without EOS.
@@ -52,7 +52,7 @@ def trainer_rows(model_path: Path, task: str, records: list[dict], tmp_path: Pat
 
 
 def assert_xray_matches_the_trainer(model_path: Path, task: str, records: list[dict], tmp_path: Path) -> list:
-    masks = label_mask.xray(dataset_store.load_tokenizer(model_path), records, task, max_length=512)
+    masks = label_mask.xray(preview.load_tokenizer(model_path), records, task, max_length=512)
     assert [{"ids": mask.ids, "trained": mask.trained} for mask in masks] == trainer_rows(
         model_path, task, records, tmp_path
     )

@@ -133,7 +133,7 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_a_background_build_shows_its_progress_and_stops_with_the_web_process(tmp_path):
     """The app's first start builds the demo model in a child; Validate meanwhile says so; should the web process
     die (here kill -9 of a stand-in), the child stops and leaves no half-built folder."""
-    from modelforge import dataset_store
+    from modelforge import preview
     from modelforge.errors import NotReadyError
     from modelforge.settings import Settings
 
@@ -153,7 +153,7 @@ def test_a_background_build_shows_its_progress_and_stops_with_the_web_process(tm
             time.sleep(0.5)
         assert state.total == 600 and "being built" in state.describe() and f"(step {state.step} of 600)" in state.describe()
         with pytest.raises(NotReadyError, match=r"being built .*: \d+ % .*press Validate again"):
-            dataset_store.resolve_model_folder(settings, "")
+            preview.resolve_model_folder(settings, "")
     finally:
         web.kill()
         web.wait()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from modelforge import gguf_export, hub, modelfile, parity
+from modelforge import gguf_export, model_card, modelfile, parity
 from modelforge.export import ExportError
 
 
@@ -38,7 +38,7 @@ def test_every_offered_quantization_answers_like_the_tuned_model(tuned_job, engi
     q8 = gguf_export.saved_parity(tuned_job)["q8_0"]
     assert q8["token_agreement"] >= 0.9 and q8["exact_match"] >= 0.5
 
-    card = str(hub.model_card(tuned_job, Path(tuned_job.output_dir), "alice/demo", has_loss_curve=False))
+    card = str(model_card.model_card(tuned_job, Path(tuned_job.output_dir), "alice/demo", has_loss_curve=False))
     assert "## GGUF export (llama.cpp, Ollama)" in card
     assert "| f16 | 2.0 MB | 100% | 100.0% | ok |" in card and "| q8_0 |" in card
 

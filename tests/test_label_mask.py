@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sft_labels import ENDLESS_TEMPLATE, UNMARKED_TEMPLATE, assert_xray_matches_the_trainer, tokenizer_with_template
-from modelforge import dataset_store, label_mask
+from modelforge import label_mask, preview
 from modelforge.config import JobConfig
 from modelforge.errors import DatasetError
 
@@ -39,7 +39,7 @@ def test_without_a_chat_template_the_xray_shows_the_plain_prompt_format(demo_mod
 
 def test_data_that_trains_nothing_is_refused_with_the_fix(demo_model_path):
     long_prompts = [{"input": " ".join(["cat dog"] * 10), "output": "meow woof"}] * 3
-    tokenizer = dataset_store.load_tokenizer(demo_model_path)
+    tokenizer = preview.load_tokenizer(demo_model_path)
     with pytest.raises(DatasetError, match=r"Every row is masked: no row has an answer token within max_length 12 "
                        r"tokens .* raise max length \(training.max_length\) to \d+"):
         label_mask.check(tokenizer, long_prompts, "text-generation", max_length=12)
@@ -47,7 +47,7 @@ def test_data_that_trains_nothing_is_refused_with_the_fix(demo_model_path):
 
 
 def test_a_template_without_assistant_marks_is_refused_for_multi_turn_chat(demo_model_path, tmp_path):
-    tokenizer = dataset_store.load_tokenizer(tokenizer_with_template(demo_model_path, tmp_path / "tok", UNMARKED_TEMPLATE))
+    tokenizer = preview.load_tokenizer(tokenizer_with_template(demo_model_path, tmp_path / "tok", UNMARKED_TEMPLATE))
     conversations = sample("chat.jsonl", 60)
     turns = sum(sum(m["role"] == "assistant" for m in row["messages"]) > 1 for row in conversations)
     with pytest.raises(DatasetError, match=rf"does not mark the assistant's turns .* {turns} of 60 conversations have "

@@ -92,7 +92,7 @@ def test_a_plain_text_model_learns_the_prompt_it_is_asked_with(demo_model):
 
 
 def test_the_card_snippet_prompts_a_plain_model_as_it_was_trained():
-    from modelforge.hub import usage_snippet
+    from modelforge.model_card import usage_snippet
 
     snippet = usage_snippet("me/model", "causal", adapter=False, has_chat_template=False)
     assert "tokenizer('Hello\\n', return_tensors=\"pt\")" in snippet

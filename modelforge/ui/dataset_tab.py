@@ -10,8 +10,9 @@ import gradio as gr
 import pandas as pd
 
 from modelforge.data import FORMATS
-from modelforge.dataset_store import DEFAULT_MAX_LENGTH, DEMO_MODEL, NAME_RULE
+from modelforge.dataset_store import NAME_RULE
 from modelforge.engine import PREVIEW_ROWS
+from modelforge.preview import DEFAULT_MAX_LENGTH, DEMO_MODEL
 from modelforge.errors import DatasetError, ModelForgeError, NotReadyError
 from modelforge.strategies import STRATEGIES
 from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS, TASKS

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+from modelforge.formatting import BEFORE_AFTER_COLUMNS, before_after, number
+
 EXAMPLE_COLUMNS = ["input", "expected", "base model", "tuned model"]
-
-
-def _format(value) -> str:
-    return "" if value is None else f"{value:.4g}"
 
 
 def evaluation_table(views: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -16,20 +14,14 @@ def evaluation_table(views: list[dict]) -> tuple[list[str], list[list[str]]]:
     for view in evaluated:
         names += [name for name in view["metrics"]["evaluation"]["metrics"] if name not in names]
     if len(evaluated) == 1:
-        table = evaluated[0]["metrics"]["evaluation"]["metrics"]
-        rows = []
-        for name in names:
-            base, tuned = table[name]["base"], table[name]["tuned"]
-            change = f"{tuned - base:+.4g}" if base is not None and tuned is not None else ""
-            rows.append([name, _format(base), _format(tuned), change])
-        return ["metric", "base", "tuned", "change"], rows
+        return BEFORE_AFTER_COLUMNS, before_after(evaluated[0]["metrics"]["evaluation"]["metrics"])
     headers = ["metric"] + [f"#{view['id']} {column}" for view in evaluated for column in ("base", "tuned")]
     rows = []
     for name in names:
         row = [name]
         for view in evaluated:
             values = view["metrics"]["evaluation"]["metrics"].get(name, {})
-            row += [_format(values.get("base")), _format(values.get("tuned"))]
+            row += [number(values.get("base")), number(values.get("tuned"))]
         rows.append(row)
     return headers, rows
 

@@ -24,6 +24,7 @@ from modelforge.config import (
 from modelforge.accounts import NOBODY
 from modelforge.errors import ConfigError, ModelForgeError
 from modelforge.fit import format_gb
+from modelforge.formatting import duration
 from modelforge.tasks import DEFAULT_TASK, TASKS
 from modelforge.ui.charts import colour_after, curve_frame
 from modelforge.ui.evaluation_table import EXAMPLE_COLUMNS, evaluation_table, example_rows
@@ -155,20 +156,13 @@ def fit_summary(estimate, split: str) -> str:
     return f"**Will it fit?** about {format_gb(estimate.total_gb)} per GPU ({how}){budget} (details: Hardware tab)"
 
 
-def _format_eta(seconds) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(seconds)
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
 def _status_markdown(view: dict) -> str:
     total = view["total_steps"] or 0
     fraction = view["step"] / total if total else 0.0
     lines = [
         f"### Job #{view['id']} · {view['name']}",
         f"**{view['status']}** · stage: **{view['stage']}** · step {view['step']}/{total or '?'}"
-        f" · ETA {_format_eta(view['eta_seconds']) if view['status'] == 'running' else '–'}"
+        f" · ETA {duration(view['eta_seconds']) if view['status'] == 'running' else '-'}"
         f" · {view['tokens_per_second'] or 0:.0f} tokens/s",
         f"<progress value='{fraction:.4f}' max='1' style='width:100%'></progress>",
     ]

@@ -6,6 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from modelforge.errors import ModelForgeError
+from modelforge.formatting import duration
 from modelforge.ui.charts import colour_after, curve_frame
 from modelforge.ui.evaluation_table import evaluation_table, scalar_metrics
 from modelforge.ui.ranks_table import ranks_markdown
@@ -24,8 +25,7 @@ def _duration(view: dict) -> str:
     end = view["finished_at"]
     if end is None:
         return "running"
-    seconds = int((end - view["started_at"]).total_seconds())
-    return f"{seconds // 60}:{seconds % 60:02d}"
+    return duration((end - view["started_at"]).total_seconds())
 
 
 def _row(view: dict) -> list:
