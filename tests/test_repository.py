@@ -73,9 +73,9 @@ def test_starting_the_app_imports_no_training_stack():
 
 
 # What a tab may import from the package: the engine (every use case), the names a form offers and the errors it
-# shows, and the UI's own helpers. From any other module only names: constants, and the hardware check's setup and
-# number formats.
-UI_MAY_IMPORT = ("engine", "errors", "accounts", "config", "tasks", "strategies", "ui")
+# shows, how durations and scores read (formatting, shared with the CLI and the model card), and the UI's own
+# helpers. From any other module only names: constants, and the hardware check's setup and number formats.
+UI_MAY_IMPORT = ("engine", "errors", "accounts", "config", "tasks", "strategies", "formatting", "ui")
 UI_MAY_NAME = {"modelforge.fit": {"FitSetup", "format_gb", "format_params"}}
 TRAINING_STACK = {"torch", "transformers", "peft", "trl", "peewee", "bitsandbytes"}
 
