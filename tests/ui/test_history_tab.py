@@ -1,6 +1,6 @@
 """The History tab's handlers, called as the page calls them but without a server: the table, an inspection, deletes."""
 
-from modelforge import jobs
+from modelforge import run_folder
 from modelforge.accounts import LOCAL
 from modelforge.config import JobConfig
 from modelforge.db import Job
@@ -10,7 +10,7 @@ from modelforge.ui import history_tab
 def _job(engine, name: str, status: str) -> Job:
     folder = engine.settings.runs_dir / name
     folder.mkdir(parents=True)
-    (folder / jobs.LOG_FILE).write_text(f"{name} trained\n")
+    (folder / run_folder.LOG_FILE).write_text(f"{name} trained\n")
     config = JobConfig(name=name, dataset="data/pairs.jsonl", output_dir=str(folder))
     return Job.create(name=name, config=config.to_json(), status=status, stage=status, output_dir=str(folder))
 
