@@ -316,13 +316,6 @@ class Engine:
             store.set_dataset_owner(record["name"], account.name)
         return record
 
-    def delete_dataset(self, name: str, account: Account = LOCAL) -> None:
-        """Forget a saved dataset `account` may control, and its stored file when nothing else uses it."""
-        record = store.dataset_record(name)
-        if record is not None and not account.may_control(record.owner):
-            raise DatasetError(f"The saved dataset {name!r} belongs to another user.")
-        dataset_store.delete_dataset(self.settings, name)
-
     def delete_job(self, job_id: int, account: Account = LOCAL) -> None:
         """Remove a finished job, its metric points and its own output folder; never a running job."""
         job = self.job_for(account, job_id)
