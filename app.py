@@ -33,7 +33,8 @@ def main(argv=None) -> None:
     from modelforge.ui import build_app
 
     try:
-        sign_in = sign_in_for(Settings.from_env().home, args.auth)
+        settings = Settings.from_env()
+        sign_in = sign_in_for(settings.home, args.auth)
     except ModelForgeError as exc:
         raise SystemExit(f"error: {exc}") from None
     if args.share and sign_in is None and not args.insecure_share:
@@ -45,7 +46,7 @@ def main(argv=None) -> None:
         )
         raise SystemExit(2)
     try:
-        engine = Engine.from_env()
+        engine = Engine.create(settings)
     except ModelForgeError as exc:  # e.g. DATABASE_URL names a server that is not reachable
         raise SystemExit(f"error: {exc}") from None
     engine.sign_in = sign_in
