@@ -49,7 +49,13 @@ class TrainingConfig(_Section):
     gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto", description="Trade compute for memory; auto: on for GPUs, off on CPU."
     )
-    packing: bool = Field(False, description="Pack several short rows into one sequence.")
+    packing: bool | Literal["auto"] = Field(
+        "auto",
+        description="SFT of causal LMs: lay a batch's rows end to end without padding (positions restart at each row, "
+        "so no row sees or predicts another) wherever that costs less compute than padding them: much faster on rows "
+        "of mixed lengths, the same rows per step. auto: on where the model is checked to keep packed rows apart, off "
+        "elsewhere with the reason in the job's log.",
+    )
     save_steps: int = Field(50, ge=1, description="Write a checkpoint every this many steps.")
     logging_steps: int = Field(5, ge=1, description="Record loss and learning rate every this many steps.")
     retry_out_of_memory: bool = Field(
@@ -216,6 +222,11 @@ class JobConfig(_Section):
             raise ValueError(f"init_from: only the {starting} strategies start from a finished job, not {self.strategy}")
         if self.init_from is not None and self.lora is None:
             raise ValueError("init_from: the adapter it names is trained further, so lora cannot be null")
+        if self.training.packing is True and strategy.pairs:
+            raise ValueError(
+                f"training.packing: packing lays the rows of SFT end to end; {self.strategy} trains on preference "
+                "pairs. Set it to auto or false"
+            )
         problem = strategy.check(self) if strategy.check else None
         if problem:
             raise ValueError(problem)

@@ -97,7 +97,7 @@ class UnslothProvider:
             on_cpu = "on CPU Unsloth cannot"
             if config.quantization == "8bit":
                 return f"{on_cpu} load 8-bit weights (it would train 16-bit ones); set quantization to 4bit or null"
-            if config.training.packing:
+            if config.training.packing is True:
                 return f"{on_cpu} keep packed rows apart (it needs FlashAttention); set training.packing to false"
         return None
 

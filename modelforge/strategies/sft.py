@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from modelforge.strategies import seq2seq, span_qa
+from modelforge.strategies import packing, seq2seq, span_qa
 from modelforge import prompts
 from modelforge.strategies.common import lora_config, trainer_arguments
 from modelforge.tasks import TASKS
@@ -25,6 +25,8 @@ def prepare_rows(records: list[dict], task: str, tokenizer) -> list[dict]:
 
 def build_trainer(run):
     family = TASKS[run.config.task].family_for(run.model.config.is_encoder_decoder)
+    if family != "causal":
+        packing.unpacked(run, f"only a causal language model's rows are packed, and this job trains a {family} model")
     return {"causal": _causal_trainer, "seq2seq": seq2seq.build_trainer, "qa": span_qa.build_trainer}[family](run)
 
 
@@ -44,7 +46,6 @@ def _causal_trainer(run):
     args = SFTConfig(
         **trainer_arguments(run),
         max_length=config.training.max_length,
-        packing=config.training.packing,
         assistant_only_loss=uses_messages,
         completion_only_loss=None if uses_messages else True,
     )
@@ -54,6 +55,7 @@ def _causal_trainer(run):
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=run.tokenizer,
+        data_collator=packing.collator(run),
         peft_config=lora_config(run, "CAUSAL_LM"),
         callbacks=run.callbacks,
     )

@@ -72,7 +72,7 @@ def _advanced_fields(preset: dict[str, dict]) -> list[tuple[str, gr.components.C
         ("training.seed", gr.Number(t.seed, label="seed", precision=0)),
         ("training.precision", gr.Dropdown(["auto", "fp32", "fp16", "bf16"], value=t.precision, label="precision")),
         ("training.gradient_checkpointing", gr.Dropdown(["auto", True, False], value=t.gradient_checkpointing, label="gradient checkpointing")),
-        ("training.packing", gr.Checkbox(t.packing, label="packing")),
+        ("training.packing", gr.Dropdown(["auto", True, False], value=t.packing, label="packing (auto: padding-free batches where the model keeps rows apart)")),
         ("training.save_steps", gr.Number(t.save_steps, label="checkpoint every N steps", precision=0)),
         ("training.logging_steps", gr.Number(t.logging_steps, label="log every N steps", precision=0)),
         ("lora", gr.Checkbox(True, label="LoRA (off: full fine-tuning)")),
