@@ -1,6 +1,6 @@
 """Baseline for bench/train_throughput.py: the same LoRA SFT job as a plain TRL script, no ModelForge.
 
-Prints one JSON line: {"tokens": ..., "train_runtime": ..., "tokens_per_second": ...}.
+Prints one JSON line: {"tokens": ..., "train_runtime": ..., "tokens_per_second": ..., "train_loss": ...}.
 """
 
 import argparse
@@ -57,7 +57,9 @@ def main() -> None:
     result = trainer.train()
     tokens = trainer.state.num_input_tokens_seen
     runtime = result.metrics["train_runtime"]
-    print(json.dumps({"tokens": tokens, "train_runtime": runtime, "tokens_per_second": tokens / runtime}))
+    print(json.dumps(
+        {"tokens": tokens, "train_runtime": runtime, "tokens_per_second": tokens / runtime, "train_loss": result.training_loss}
+    ))
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def test_packing_is_refused_where_there_are_no_sft_rows_to_lay_end_to_end():
 
 
 def test_packed_and_padded_training_learn_the_mapping_alike_on_length_skewed_rows(engine, tmp_path):
-    from modelforge import jobs
+    from modelforge import run_folder
 
     train, held_out = mapping_rows()
     skewed = write_jsonl(tmp_path / "skewed.jsonl", train + _long_rows(train, 10))
@@ -124,8 +124,8 @@ def test_packed_and_padded_training_learn_the_mapping_alike_on_length_skewed_row
         return job
 
     packed, padded = trained("auto"), trained(False)
-    assert "packing: on (sdpa attention)" in jobs.log_path(packed).read_text()
-    assert "packing: " not in jobs.log_path(padded).read_text()
+    assert "packing: on (sdpa attention)" in run_folder.log_path(packed).read_text()
+    assert "packing: " not in run_folder.log_path(padded).read_text()
     # The same rows in the same order: packing changes how a batch is laid out, not what a step trains on.
     assert packed.final_metrics["tokens"] == padded.final_metrics["tokens"]
 
