@@ -15,6 +15,7 @@ from modelforge.errors import ConfigError
 from modelforge.providers import PROVIDERS
 from modelforge.strategies import STRATEGIES
 from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS, TASKS
+from modelforge.trackers import TRACKERS
 
 # Tasks, providers and strategies are named by their registries' keys, checked when a config is read.
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -175,6 +176,11 @@ class JobConfig(_Section):
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    trackers: list[str] = Field(
+        default_factory=list,
+        description="Experiment trackers the job reports to, keys of modelforge.trackers.TRACKERS (tensorboard, "
+        "trackio, wandb, mlflow), each writing to its store in the job's folder; empty: none.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -190,6 +196,14 @@ class JobConfig(_Section):
         if value not in registry:
             raise ValueError(f"must be one of {_listed(list(registry))} (got {value!r})")
         return value
+
+    @field_validator("trackers")
+    @classmethod
+    def _check_trackers(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in TRACKERS]
+        if unknown:
+            raise ValueError(f"must be among {_listed(list(TRACKERS), 'and')} (got {', '.join(map(repr, unknown))})")
+        return list(dict.fromkeys(value))  # each once, in the order given
 
     @field_validator("output_dir")
     @classmethod

@@ -17,7 +17,7 @@ from typing import Any
 
 from modelforge import (
     data, dataset_store, demo_model, distributed, export, fit, gguf, gguf_export, hardware, hub, label_mask, plots,
-    preview, run_folder, store,
+    preview, run_folder, store, trackers,
 )
 from modelforge.accounts import LOCAL, Account, SignIn
 from modelforge.config import DistributedConfig, JobConfig, preset_overrides
@@ -82,6 +82,7 @@ class Engine:
     def check(self, config: JobConfig) -> None:
         """Everything that can be known to be wrong before a worker starts, as one clear error."""
         strategy = runnable_strategy(config)
+        trackers.check(config.trackers, self.settings)
         resolve_init_from(config, self.settings)
         if config.model:
             gguf.gguf_file(config.model)  # a missing GGUF file, or a folder of several, is refused here
@@ -174,6 +175,11 @@ class Engine:
     @staticmethod
     def strategies() -> list[str]:
         return list(STRATEGIES)
+
+    def trackers(self) -> list[tuple[str, str, str | None]]:
+        """(name, description, why it cannot report here or None) for each registered tracker."""
+        registered = trackers.TRACKERS.values()
+        return [(tracker.name, tracker.description, tracker.unavailable(self.settings)) for tracker in registered]
 
     def model_choices(self, task: str) -> list[str]:
         """Hub ids recommended for this machine's hardware profile and the task (the demo model aside)."""
@@ -364,6 +370,10 @@ class Engine:
             "metrics": job.final_metrics,
             "config": self.job_config(job),
             "launch": distributed.describe_launch(self.job_config(job)),
+            "trackers": [
+                {"name": tracker.name, "store": str(store), "viewer": viewer}
+                for tracker, store, viewer in trackers.stores(self.job_config(job), job.output_dir)
+            ],
             "ranks": [
                 {"rank": r.rank, "machine": r.machine_rank, "host": r.host, "pid": r.pid, "device": r.device,
                  "state": r.state, "step": r.step}

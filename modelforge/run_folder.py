@@ -31,6 +31,11 @@ BASE_PREDICTIONS_FILE = "evaluation-base.json"  # kept so a resumed job does not
 ADAPTER_CONFIG = "adapter_config.json"  # present when the job trained a LoRA adapter
 MERGED_DIR = "merged"  # an adapter merged into its base: it belongs to the job and goes when the job is deleted
 RANK_LOGS_DIR = "rank-logs"  # torchrun's per-rank logs of a distributed job
+# The stores of the job's experiment trackers (modelforge/trackers.py).
+TENSORBOARD_DIR = "tensorboard"  # event files; an earlier stage's (rlhf's reward model) in a folder of its name
+MLFLOW_DIR = "mlruns"
+TRACKIO_DIR = "trackio"
+WANDB_DIR = "wandb"
 TRAINER_STATE = "trainer_state.json"  # written last: a checkpoint without it never finished saving
 DAMAGED_PREFIX = "damaged-"  # set-aside checkpoints keep their files, out of the trainer's `checkpoint-*` rotation
 LOW_SPACE_BYTES = 1 << 20

@@ -11,6 +11,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # The recommended models and the samples: the repository's assets/, linked into the package so that a wheel (and
 # `pip install .`) carries them as package data.
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+# Set (to anything but 0 or false) on a server whose jobs must not write TensorBoard event files.
+DISABLE_TENSORBOARD = "MODELFORGE_DISABLE_TENSORBOARD"
 
 
 def default_home() -> Path:
@@ -26,10 +28,16 @@ def default_home() -> Path:
 class Settings:
     home: Path
     database_url: str | None = None
+    disabled_trackers: frozenset[str] = frozenset()  # names of modelforge.trackers.TRACKERS this server refuses
 
     @classmethod
     def from_env(cls) -> "Settings":
-        return cls(home=default_home(), database_url=os.environ.get("DATABASE_URL") or None)
+        tensorboard_off = os.environ.get(DISABLE_TENSORBOARD, "").strip().lower() not in ("", "0", "false")
+        return cls(
+            home=default_home(),
+            database_url=os.environ.get("DATABASE_URL") or None,
+            disabled_trackers=frozenset({"tensorboard"} if tensorboard_off else ()),
+        )
 
     @property
     def database_path(self) -> Path:

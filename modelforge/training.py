@@ -15,7 +15,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import set_seed
 
-from modelforge import data, evaluation, healing, ranks, run_folder, store
+from modelforge import data, evaluation, healing, ranks, run_folder, store, trackers
 from modelforge.config import SHARDING_STRATEGIES, JobConfig
 from modelforge.db import Job
 from modelforge.errors import DatabaseError, JobCancelled, JobError
@@ -111,6 +111,7 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
             "No checkpoint to resume from is intact: " + "; ".join(set_aside) + ". Resume again to train from the start."
         )
     strategy = runnable_strategy(config)
+    trackers.check(config.trackers, settings)  # uninstalled since it was queued: refused before the model loads
     config = resolve_init_from(config, settings)
     provider = PROVIDERS[config.provider]
 

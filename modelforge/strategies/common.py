@@ -3,10 +3,13 @@ modelforge/prompts.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def trainer_arguments(run) -> dict:
-    """Keyword arguments for transformers' TrainingArguments (and TRL's configs, which extend it), the distributed
-    strategy's (FSDP, DeepSpeed) included."""
+    """Keyword arguments for transformers' TrainingArguments (and TRL's configs, which extend it), the job's trackers'
+    and the distributed strategy's (FSDP, DeepSpeed) included."""
+    from modelforge import trackers
     from modelforge.distributed import trainer_options
 
     training = run.config.training
@@ -35,9 +38,9 @@ def trainer_arguments(run) -> dict:
         eval_strategy="steps" if has_eval else "no",
         eval_steps=training.save_steps if has_eval else None,
         include_num_input_tokens_seen="non_padding",
-        report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        **trackers.trainer_options(run.config, Path(run.output_dir)),
         **trainer_options(run.config, run.runtime.use_cpu),
     )
 

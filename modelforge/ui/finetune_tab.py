@@ -106,6 +106,11 @@ def _advanced_fields(preset: dict[str, dict]) -> list[tuple[str, gr.components.C
     ]
 
 
+def tracker_choices(engine) -> list[tuple[str, str]]:
+    """The registry's trackers as (label, name): the label says why one cannot report here (not installed, off)."""
+    return [(name if reason is None else f"{name}: {reason}", name) for name, _, reason in engine.trackers()]
+
+
 def config_from_form(dataset, task, model, provider, strategy, keys: list[str], values: list) -> JobConfig:
     data: dict = {"dataset": dataset, "task": task, "provider": provider, "strategy": strategy, "training": {}, "lora": {}}
     if model and model != DEMO_MODEL:
@@ -305,8 +310,12 @@ def build(engine) -> list:
             )
             preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
                               info="the learning rate follows the model's size: a tiny demo model needs a far higher one")
+            trackers = gr.CheckboxGroup(
+                tracker_choices(engine), value=[], label="Experiment trackers",
+                info="each writes to its store in the job's folder; History shows where and how to open it",
+            )
             with gr.Accordion("Advanced", open=False):
-                fields = _advanced_fields(engine.preset(DEFAULT_PRESET, None))
+                fields = [*_advanced_fields(engine.preset(DEFAULT_PRESET, None)), ("trackers", trackers)]
             components = [component for _, component in fields]
             fit_note = gr.Markdown(elem_id="fit-per-gpu")
             with gr.Row():

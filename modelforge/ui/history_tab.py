@@ -48,6 +48,12 @@ def _ids(labels: list[str] | None) -> list[int]:
     return [int(label.split()[0].lstrip("#")) for label in labels or []]
 
 
+def tracker_markdown(view: dict) -> str:
+    """Where each of the job's trackers wrote, and the command that opens it (the server serves none of them)."""
+    lines = [f"- **{t['name']}**: `{t['store']}` · open with `{t['viewer']}`" for t in view["trackers"]]
+    return "\n\n**Trackers** (in the job's folder)\n" + "\n".join(lines) if lines else ""
+
+
 def refresh(engine, account):
     """The account's jobs as the table's rows, and the labels to inspect or compare them by."""
     views = [engine.job_view(job.id, account) for job in engine.list_jobs(account)]
@@ -73,6 +79,7 @@ def inspect_jobs(engine, account, labels):
     first = views[0]
     summary = f"**{_label(first)}** · {first['status']}" + (f"\n\n> {first['error']}" if first["error"] else "")
     summary += "\n\n" + ranks_markdown(first)
+    summary += tracker_markdown(first)
     if first["metrics"]:
         summary += "\n\n" + scalar_metrics(first["metrics"])
         summary += "".join(f"\n\n> ♻️ {note}" for note in first["metrics"].get("healing", []))  # what a retry changed
