@@ -60,17 +60,14 @@ def preference_scores(model, tokenizer, records: list[dict]) -> list[tuple[float
     return list(zip(totals[::2], totals[1::2]))
 
 
-def build_trainer(run):
-    from trl import DPOConfig, DPOTrainer
-
+def preference_trainer(run, trainer_class, config_class, **options):
+    """One of TRL's preference trainers (DPO, ORPO, CPO, KTO take the same arguments) on the run's rows, with the job's
+    length and beta; `options` go to its config."""
     config = run.config
-    args = DPOConfig(
-        **trainer_arguments(run),
-        max_length=config.training.max_length,
-        beta=config.preference.beta,
-        loss_type=[config.preference.loss_type],
+    args = config_class(
+        **trainer_arguments(run), max_length=config.training.max_length, beta=config.preference.beta, **options
     )
-    return DPOTrainer(
+    return trainer_class(
         model=run.model,
         args=args,
         train_dataset=run.train_dataset,
@@ -79,3 +76,9 @@ def build_trainer(run):
         peft_config=lora_config(run, "CAUSAL_LM"),  # None when the model came with its adapter (init_from)
         callbacks=run.callbacks,
     )
+
+
+def build_trainer(run):
+    from trl import DPOConfig, DPOTrainer
+
+    return preference_trainer(run, DPOTrainer, DPOConfig, loss_type=[run.config.preference.loss_type])
