@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("validate", help="check datasets for a task: every problem with its line, exit 2 if any")
     check.add_argument("datasets", nargs="+", help="local files (jsonl/json/csv/parquet) or Hub dataset ids")
     check.add_argument("--task", choices=list(TASKS), default="text-generation", help="the task the rows are for")
-    check.add_argument("--strategy", choices=list(STRATEGIES), help="a strategy whose fields differ (dpo, rlhf: pairs)")
+    check.add_argument("--strategy", choices=list(STRATEGIES), help="a strategy whose fields differ (preference pairs; kto: labelled answers)")
     check.add_argument("--column", action="append", metavar="FIELD=COLUMN", help="map a field to a column of the file")
     check.add_argument("--limit", type=int, default=10, help="errors and warnings listed per dataset (default 10)")
     commands.add_parser("jobs", help="list jobs")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from modelforge.errors import ConfigError
 from modelforge.providers import PROVIDERS
 from modelforge.strategies import STRATEGIES
-from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS, TASKS
+from modelforge.tasks import DEFAULT_TASK, PREFERENCE_FIELDS, TASKS, UNPAIRED_FIELDS
 from modelforge.trackers import TRACKERS
 
 # Tasks, providers and strategies are named by their registries' keys, checked when a config is read.
@@ -85,7 +85,8 @@ class EvaluationConfig(_Section):
 
 class PreferenceConfig(_Section):
     beta: float = Field(
-        0.1, gt=0, description="dpo and rlhf: how strongly the policy is held close to its reference (rlhf: the KL penalty)."
+        0.1, gt=0, description="The preference strategies: how strongly the policy is held close to its reference (rlhf: the KL "
+        "penalty; orpo: the weight of the odds-ratio term; simpo: the scale of mean log-probabilities, best near 2)."
     )
     loss_type: PreferenceLoss = Field(
         "sigmoid", description="dpo: sigmoid (DPO), ipo, hinge (SLiC), bco_pair, sppo_hard, nca_pair, apo_zero or apo_down."
@@ -163,7 +164,7 @@ class JobConfig(_Section):
     strategy: str = Field("sft", description="A key of modelforge.strategies.STRATEGIES.")
     init_from: str | None = Field(
         None,
-        description="dpo and rlhf: start from the LoRA adapter of a finished job, given as the job's id or the adapter's "
+        description="The preference strategies: start from the LoRA adapter of a finished job, given as the job's id or the adapter's "
         "folder; with model empty, that job's (or adapter's) base model is used.",
     )
     dataset: str = Field(description="Local file (jsonl/json/csv/parquet), a saved dataset name, or a hub dataset id.")
@@ -217,7 +218,7 @@ class JobConfig(_Section):
     def _check_columns(cls, value: dict[str, str], info) -> dict[str, str]:
         task = info.data.get("task")
         if task in TASKS:
-            allowed = set(TASKS[task].fields) | set(PREFERENCE_FIELDS)
+            allowed = set(TASKS[task].fields) | set(PREFERENCE_FIELDS) | set(UNPAIRED_FIELDS)
             unknown = sorted(set(value) - allowed)
             if unknown:
                 raise ValueError(f"unknown field {', '.join(unknown)}; the fields are {', '.join(sorted(allowed))}")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from modelforge.errors import DatasetError
-from modelforge.tasks import TASKS
+from modelforge.tasks import PREFERENCE_FIELDS, TASKS, UNPAIRED_FIELDS
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
 MIN_ROWS = 2  # fewer valid rows is an error: too little to train on
@@ -40,7 +40,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "prompt": ("instruction", "question", "input", "query"),
     "chosen": ("chosen_response", "preferred", "accepted"),
     "rejected": ("rejected_response", "dispreferred"),
+    "completion": ("response", "answer", "output"),
+    "label": ("desirable", "good", "thumbs_up"),
 }
+LABELS = {"true": True, "false": False}  # a label written as text, as a CSV file holds every value
 
 # ShareGPT-style turns ({"from": "human", "value": ...}) are read as {"role": "user", "content": ...}.
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
@@ -196,11 +199,15 @@ def validate(
 ) -> ValidationReport:
     """Check a source against the task's fields, or against `fields` (e.g. PREFERENCE_FIELDS for dpo).
 
+    Unpaired fields (kto) read a source of preference pairs as its pairs: the report's fields say so, and the
+    strategy turns each pair into a good and a bad answer.
     Raises DatasetError when the source cannot be read at all; every other problem goes into the report.
     """
     fields = tuple(fields or TASKS[task].fields)
     rows, malformed = _read_source(str(source))
     names = list(dict.fromkeys(column for row in rows for column in row.values))
+    if fields == UNPAIRED_FIELDS and _holds_pairs_instead(names, columns):
+        fields = PREFERENCE_FIELDS
     report = ValidationReport(str(source), fields, detect_columns(names, fields, columns), len(rows) + len(malformed))
     report.errors += malformed
     if not rows:  # every line malformed: the column mapping of nothing would only add noise
@@ -234,6 +241,12 @@ def validate(
         )
     report.errors.sort(key=lambda issue: issue.number or 0)
     return report
+
+
+def _holds_pairs_instead(names: list[str], columns: dict[str, str] | None) -> bool:
+    """Whether columns lack the unpaired fields but hold every field of a preference pair."""
+    unpaired, pairs = detect_columns(names, UNPAIRED_FIELDS, columns), detect_columns(names, PREFERENCE_FIELDS, columns)
+    return len(unpaired) < len(UNPAIRED_FIELDS) and len(pairs) == len(PREFERENCE_FIELDS)
 
 
 def load_records(
@@ -449,6 +462,8 @@ def _value(name: str, values: dict[str, Any], column: str) -> Any:
         return _messages(value)
     if name == "answer":  # text or SQuAD style, checked against its context once the whole row is read
         return value
+    if name == "label":
+        return _label_value(value)
     if not isinstance(value, str):
         raise ValueError(f"must be text, got {_kind(value)}")
     return _checked_text(value)
@@ -507,6 +522,15 @@ def _check_turn_order(roles: list[str]) -> None:
                 )
             raise ValueError(f"turn {number} is from the {role} again; user and assistant turns must alternate")
         expected = "assistant" if role == "user" else "user"
+
+
+def _label_value(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in LABELS:
+        return LABELS[value.strip().lower()]
+    shown = repr(value) if isinstance(value, (str, int, float)) else _kind(value)
+    raise ValueError(f"must be true (a good answer) or false (a bad answer), got {shown}")
 
 
 def _answer(value: Any, context: str) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[st
 
 def _predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[str, Any]:
     kind = kind_of(config, model)
-    sample = records[: config.evaluation.max_samples]
+    sample = scored_rows(config, records)
     result: dict[str, Any] = {"kind": kind, "loss": None}
     if kind == "generation":
         result["loss"] = completion_loss(model, tokenizer, config, sample)
@@ -66,6 +66,14 @@ def _predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[s
     return result
 
 
+def scored_rows(config: JobConfig, records: list[dict]) -> list[dict]:
+    """The held-out rows a model is scored on: the first evaluation.max_samples, preference rows as pairs (labelled
+    answers paired by prompt)."""
+    from modelforge.strategies.kto import as_pairs
+
+    return (as_pairs(records) if STRATEGIES[config.strategy].pairs else records)[: config.evaluation.max_samples]
+
+
 def references(config: JobConfig, records: list[dict]) -> list[str]:
     return [TASKS[config.task].expected(record) for record in records]
 
@@ -77,7 +85,7 @@ def compare(
 
     `reward`, when given, scores (prompt, answer) pairs: the mean reward of each model's generations is reported.
     """
-    sample = records[: config.evaluation.max_samples]
+    sample = scored_rows(config, records)
     table: dict[str, dict[str, float | None]] = {}
     for label, predictions in (("tuned", tuned), ("base", base)):
         if predictions is None:
@@ -100,7 +108,8 @@ def score(config: JobConfig, sample: list[dict], predictions: dict[str, Any], re
     if predictions["kind"] == "span":
         scores.update(metrics.squad(texts, [[reference] for reference in references(config, sample)]))
     elif predictions["kind"] == "preference":
-        scores.update(metrics.preference(predictions["chosen"], predictions["rejected"]))
+        if predictions["chosen"]:  # labelled answers held out with no good and bad answer to one prompt form no pair
+            scores.update(metrics.preference(predictions["chosen"], predictions["rejected"]))
         if reward is not None:
             rewards = reward([record["prompt"] for record in sample], texts)
             scores["mean_reward"] = sum(rewards) / len(rewards)

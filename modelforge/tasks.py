@@ -68,3 +68,5 @@ DEFAULT_TASK = "text-generation"
 
 # Preference pairs, read by the strategies that learn from comparisons (Strategy.pairs).
 PREFERENCE_FIELDS: tuple[str, ...] = ("prompt", "chosen", "rejected")
+# Single answers judged good (label true) or bad (false), read by the strategies that learn from them (Strategy.unpaired).
+UNPAIRED_FIELDS: tuple[str, ...] = ("prompt", "completion", "label")

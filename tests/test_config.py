@@ -43,7 +43,7 @@ def test_null_lora_means_full_fine_tuning():
     "text, expected",
     [
         ("dataset: d.jsonl\ntask: poetry", "task: must be one of text-generation, chat, summarization or extractive-qa (got 'poetry')"),
-        ("dataset: d.jsonl\nstrategy: ppo", "strategy: must be one of sft, qlora, dpo or rlhf (got 'ppo')"),
+        ("dataset: d.jsonl\nstrategy: ppo", "strategy: must be one of sft, qlora, dpo, rlhf, orpo, simpo, cpo or kto (got 'ppo')"),
         ("dataset: d.jsonl\ntraining: {precision: fp8}", "training.precision: must be one of auto, fp32, fp16 or bf16"),
         ("dataset: d.jsonl\ntraining: {epochs: 0}", "training.epochs: Input should be greater than 0"),
         ("dataset: d.jsonl\ntraining: {batchsize: 4}", "training.batchsize: is not a known key"),

@@ -150,7 +150,7 @@ def test_init_from_must_name_a_completed_lora_job_or_adapter_folder(engine, fini
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        ({"strategy": "sft", "init_from": "1"}, "init_from: only the dpo and rlhf strategies start from a finished job"),
+        ({"strategy": "sft", "init_from": "1"}, "init_from: only the dpo, rlhf, orpo, simpo, cpo and kto strategies start"),
         ({"strategy": "dpo", "init_from": "1", "lora": None}, "lora cannot be null"),
         ({"strategy": "dpo", "preference": {"loss_type": "kto"}}, "preference.loss_type: must be one of sigmoid, ipo"),
     ],

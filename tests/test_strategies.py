@@ -15,10 +15,10 @@ from modelforge.ui import dataset_tab, finetune_tab
 
 
 @pytest.fixture
-def simpo(monkeypatch):
+def rrhf(monkeypatch):
     """A new preference strategy, registered as its one line in STRATEGIES would register it."""
-    strategy = replace(STRATEGIES["dpo"], name="simpo", description="Preference optimisation without a reference.")
-    monkeypatch.setitem(STRATEGIES, "simpo", strategy)
+    strategy = replace(STRATEGIES["dpo"], name="rrhf", description="Preference optimisation by ranking.")
+    monkeypatch.setitem(STRATEGIES, "rrhf", strategy)
     return strategy
 
 
@@ -31,22 +31,24 @@ def dropdown_choices(build, engine) -> dict[str, list]:
     }
 
 
-def test_a_registered_strategy_is_accepted_by_the_config_and_offered_by_the_ui_and_the_cli(simpo, engine, tmp_path):
-    config = JobConfig.parse({"dataset": "pairs.jsonl", "strategy": "simpo", "init_from": "3"})
-    assert config.strategy == "simpo" and config.init_from == "3"  # a pairs strategy may start from a job
-    with pytest.raises(ConfigError, match=r"strategy: must be one of sft, qlora, dpo, rlhf or simpo \(got 'orpo'\)"):
-        JobConfig.parse({"dataset": "pairs.jsonl", "strategy": "orpo"})
-    with pytest.raises(ConfigError, match="only the dpo, rlhf and simpo strategies start from a finished job"):
+def test_a_registered_strategy_is_accepted_by_the_config_and_offered_by_the_ui_and_the_cli(rrhf, engine, tmp_path):
+    config = JobConfig.parse({"dataset": "pairs.jsonl", "strategy": "rrhf", "init_from": "3"})
+    assert config.strategy == "rrhf" and config.init_from == "3"  # a pairs strategy may start from a job
+    names = r"sft, qlora, dpo, rlhf, orpo, simpo, cpo, kto or rrhf"
+    with pytest.raises(ConfigError, match=rf"strategy: must be one of {names} \(got 'slic'\)"):
+        JobConfig.parse({"dataset": "pairs.jsonl", "strategy": "slic"})
+    starting = "only the dpo, rlhf, orpo, simpo, cpo, kto and rrhf strategies start from a finished job"
+    with pytest.raises(ConfigError, match=starting):
         JobConfig.parse({"dataset": "d.jsonl", "strategy": "sft", "init_from": "3"})
 
     assert dropdown_choices(finetune_tab.build, engine)["Strategy"] == list(STRATEGIES)
     assert dropdown_choices(dataset_tab.build, engine)["Strategy (optional)"] == list(STRATEGIES)
-    assert "simpo" in STRATEGIES and engine.dataset_fields("chat", "simpo") == PREFERENCE_FIELDS
-    assert [label for label, _ in engine.dataset_choices("chat", "simpo")] == ["sample: preference.jsonl"]
+    assert "rrhf" in STRATEGIES and engine.dataset_fields("chat", "rrhf") == PREFERENCE_FIELDS
+    assert [label for label, _ in engine.dataset_choices("chat", "rrhf")] == ["sample: preference.jsonl"]
 
-    assert cli.build_parser().parse_args(["validate", "rows.jsonl", "--strategy", "simpo"]).strategy == "simpo"
+    assert cli.build_parser().parse_args(["validate", "rows.jsonl", "--strategy", "rrhf"]).strategy == "rrhf"
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["validate", "rows.jsonl", "--strategy", "orpo"])
+        cli.build_parser().parse_args(["validate", "rows.jsonl", "--strategy", "slic"])
 
 
 def test_unknown_names_are_refused_with_the_registries_choices():

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from modelforge.strategies import dpo, rlhf, sft
-from modelforge.tasks import PREFERENCE_FIELDS, TASKS
+from modelforge.strategies import cpo, dpo, kto, orpo, rlhf, sft
+from modelforge.tasks import PREFERENCE_FIELDS, TASKS, UNPAIRED_FIELDS
 
 # Preference pairs compare a causal LM's answers: the tasks only causal LMs learn.
 PREFERENCE_TASKS = tuple(name for name, task in TASKS.items() if task.causal_only)
@@ -39,10 +39,13 @@ class Strategy:
     tasks: tuple[str, ...]
     quantization: str | None = None  # the loading a strategy implies (qlora: 4bit)
     pairs: bool = False  # learns from preference pairs (PREFERENCE_FIELDS) whatever the task, and may start from a job
+    unpaired: bool = False  # a pairs strategy that reads single labelled answers (UNPAIRED_FIELDS), or pairs
     check: Callable[[Any], str | None] | None = None  # (JobConfig) -> what the config lacks for it, or None
 
     def fields(self, task: str) -> tuple[str, ...]:
         """The fields a dataset for `task` must hold for this strategy."""
+        if self.unpaired:
+            return UNPAIRED_FIELDS
         return PREFERENCE_FIELDS if self.pairs else TASKS[task].fields
 
 
@@ -63,6 +66,12 @@ DPO = Strategy(
     tasks=PREFERENCE_TASKS,
     pairs=True,
 )
+
+
+def _one_stage(name: str, description: str, build_trainer, **changes) -> Strategy:
+    """A preference strategy that reads DPO's rows (unless `changes` say otherwise) and trains with its own trainer."""
+    return replace(DPO, name=name, description=description, stages=(Stage("model", "training", build_trainer),), **changes)
+
 
 STRATEGIES: dict[str, Strategy] = {
     "sft": SFT,
@@ -85,4 +94,12 @@ STRATEGIES: dict[str, Strategy] = {
         ),
         check=rlhf.check,
     ),
+    "orpo": _one_stage("orpo", "Odds-ratio preference optimisation on prompt/chosen/rejected pairs: SFT and "
+                       "preference in one loss, no reference model.", orpo.build_trainer),
+    "simpo": _one_stage("simpo", "SimPO on prompt/chosen/rejected pairs: mean per-token log-probabilities against a "
+                        "margin, no reference model.", cpo.build_simpo_trainer),
+    "cpo": _one_stage("cpo", "Contrastive preference optimisation on prompt/chosen/rejected pairs: a DPO-like loss plus "
+                      "SFT on the chosen answer, no reference model.", cpo.build_trainer),
+    "kto": _one_stage("kto", "KTO on single answers labelled good or bad (prompt/completion/label); preference pairs are "
+                      "read as a good and a bad answer each.", kto.build_trainer, prepare_rows=kto.to_rows, unpaired=True),
 }
