@@ -140,3 +140,29 @@ def test_a_server_with_tensorboard_disabled_refuses_it_in_the_tab_at_submit_and_
         training.run_job(queued, engine.settings)
     assert str(refused.value) == refusal
     assert not (Path(queued.output_dir) / "tensorboard").exists()
+
+
+def test_an_earlier_stage_reports_as_its_own_run_in_the_job_s_stores(tmp_path, restored_environment):
+    """rlhf's reward model trains in its own folder of the job's: its events go beside the policy's, as another run."""
+    job_dir = tmp_path / "job"
+    config = JobConfig(name="two-stage", dataset="d.jsonl", output_dir=str(job_dir), trackers=["tensorboard", "mlflow"])
+    options = trackers.trainer_options(config, job_dir / "reward_model")
+    assert options == {"report_to": ["tensorboard", "mlflow"], "run_name": "two-stage/reward_model",
+                       "project": trackers.PROJECT}
+    assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(job_dir / "tensorboard" / "reward_model")
+    assert os.environ["MLFLOW_TRACKING_URI"] == (job_dir / "mlruns").resolve().as_uri()
+    assert trackers.trainer_options(config, job_dir)["run_name"] == "two-stage"
+    assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(job_dir / "tensorboard")
+    assert trackers.trainer_options(config.model_copy(update={"trackers": []}), job_dir)["report_to"] == "none"
+
+
+def test_wandb_logs_offline_unless_the_server_holds_a_key(tmp_path, monkeypatch, restored_environment):
+    config = JobConfig(name="w", dataset="d.jsonl", output_dir=str(tmp_path), trackers=["wandb"])
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    trackers.trainer_options(config, tmp_path)
+    assert (os.environ["WANDB_MODE"], os.environ["WANDB_DIR"]) == ("offline", str(tmp_path / "wandb"))
+    del os.environ["WANDB_MODE"]
+    monkeypatch.setenv("WANDB_API_KEY", "a-key")
+    trackers.trainer_options(config, tmp_path)
+    assert os.environ["WANDB_MODE"] == "online"
