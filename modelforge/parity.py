@@ -35,7 +35,11 @@ def check(tuned_folder: Path, gguf_path: Path, modelfile_path: Path, prompts: li
     """The parity report of `gguf_path` prompted by `modelfile_path` against the model in `tuned_folder`."""
     spec = modelfile.parse(modelfile_path.read_text(encoding="utf-8"))
     tuned = _tuned_answers(tuned_folder, prompts)
-    runner = _Runner(gguf_path)
+    with _Runner(gguf_path) as runner:
+        return _compare(runner, tuned, prompts, spec, gguf_path)
+
+
+def _compare(runner, tuned, prompts: list[str], spec: modelfile.Modelfile, gguf_path: Path) -> dict:
     problems: list[str] = []
     exact = agreed = compared = prompts_matched = 0
     examples = []
@@ -60,6 +64,8 @@ def check(tuned_folder: Path, gguf_path: Path, modelfile_path: Path, prompts: li
             problems.append(f"prompt {number} ({text!r}): the stop string {early[0]!r} lies inside the tuned "
                             "model's answer: Ollama would cut it short")
         generated = runner.greedy(asked, spec.stops)
+        if not ended:  # the tuned model's answer is cut at MAX_NEW_TOKENS: so is the file's
+            generated = generated[:MAX_NEW_TOKENS]
         exact += generated == answer
         predicted = runner.next_tokens(prompt_ids, answer)
         agreed += sum(a == b for a, b in zip(predicted, answer))
@@ -128,8 +134,16 @@ class _Runner:
 
         self.version = llama_cpp.__version__
         self.llm = llama_cpp.Llama(str(path), n_ctx=CONTEXT, logits_all=True, verbose=False, seed=0,
-                                   n_threads=max(1, min(4, os.cpu_count() or 1)))
+                                   # llama.cpp's threads spin while they wait: on a machine busy with other
+                                   # work, as many threads as cores made it 20x slower, not faster
+                                   n_threads=max(1, (os.cpu_count() or 2) // 2))
         self.add_bos = self.llm._model.add_bos_token()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.llm.close()  # now, not in a finalizer at interpreter exit, when llama.cpp's library may be gone
 
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=self.add_bos, special=True)
@@ -139,7 +153,7 @@ class _Runner:
 
     def greedy(self, prompt: list[int], stops: list[str]) -> list[int]:
         """Greedy answer ids, through the token that completes a stop string (or MAX_NEW_TOKENS and a few more, so
-        an answer that runs past the tuned model's end shows as different)."""
+        an answer that runs on past the tuned model's end shows as longer)."""
         self.llm.reset()
         self.llm.eval(prompt)
         answer: list[int] = []

@@ -107,3 +107,18 @@ def test_the_modelfile_template_follows_a_chatml_template_and_its_end_of_turn_to
         expected = tokenizer.apply_chat_template(turns + [{"role": "user", "content": "hi"}], tokenize=False,
                                                  add_generation_prompt=True)
         assert modelfile.prompt(template, "hi", system=system) == expected
+
+
+def test_a_real_instruct_model_exported_as_f16_answers_as_in_transformers(real_causal_path, tmp_path):
+    """SmolLM2-135M-Instruct (a real ChatML model with a default system prompt), written by us, read by llama.cpp."""
+    target = tmp_path / "smollm2-f16.gguf"
+    gguf_export.write_gguf(real_causal_path, target, name="smollm2")
+    (tmp_path / "Modelfile").write_text(modelfile.build(real_causal_path, target.name))
+
+    spec = modelfile.parse((tmp_path / "Modelfile").read_text())
+    assert spec.stops == ["<|im_end|>"]
+    assert "{{ else }}<|im_start|>system\nYou are a helpful AI assistant named SmolLM" in spec.template
+    report = parity.check(real_causal_path, target, tmp_path / "Modelfile", prompts=parity.PROMPTS[:3])
+    assert report["passed"], report["problems"]
+    assert report["prompt_tokens_match"] == 1.0 and report["exact_match"] == 1.0  # measured: also 8/8 prompts
+    assert report["token_agreement"] == 1.0
