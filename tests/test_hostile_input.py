@@ -208,7 +208,7 @@ def test_output_folders_outside_the_runs_folder_or_through_a_link_are_refused(se
     link.symlink_to(tmp_path, target_is_directory=True)
     for typed, expected in (("../../escape", "climbs out of its folder with '..'"), ("/tmp/elsewhere", "is outside"),
                             ("link", "is outside"), (str(tmp_path), "is outside")):
-        message = client.predict(dataset_value=str(data), **{output_dir: typed}, api_name="/start_training")
+        message = client.predict(dataset=str(data), **{output_dir: typed}, api_name="/start_training")
         assert message.startswith("**Could not start:**") and expected in message, (typed, message)
     assert Job.select().count() == 0 and not (tmp_path / "escape").exists()
 
