@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("job", type=int, help="job id (see `jobs`)")
     export.add_argument("--merged", action="store_true", help="save base + adapter as one model in <output>/merged")
     gguf = commands.add_parser(
-        "export-gguf", help="write a job's model as a GGUF file with an Ollama Modelfile, checked against the tuned model"
+        "export-gguf", help="a job's model as a GGUF file + Ollama Modelfile, checked against the tuned model"
     )
     gguf.add_argument("job", type=int, help="job id (see `jobs`)")
     gguf.add_argument("--quant", default="q8_0", choices=list(QUANTS), help="quantization (llama.cpp's types)")
