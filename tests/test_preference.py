@@ -137,3 +137,16 @@ def test_held_out_labelled_answers_are_scored_as_the_pairs_they_form(demo_model_
 
     unmatched = answers[:2]  # no prompt with both a good and a bad answer: no pair, so no accuracy, and no error
     assert evaluation.compare(config, unmatched, evaluation.predict(model, tokenizer, config, unmatched), None)["metrics"] == {}
+
+
+def test_the_dataset_tab_validates_and_saves_preference_pairs_for_kto(engine, pairs, tmp_path):
+    from modelforge.accounts import LOCAL
+    from modelforge.ui import dataset_tab
+
+    upload = tmp_path / "pairs.jsonl"
+    upload.write_text(pairs["train_file"].read_text())
+    report, *_, validated = dataset_tab.validate(engine, str(upload), None, "text-generation", "kto", None, 512)[:6]
+    assert report.startswith("### ✅ Valid") and validated is not None, report
+    message, *_ = dataset_tab.save(engine, LOCAL, "pairs-for-kto", str(upload), None, "text-generation", "kto",
+                                   validated, column_1="prompt")
+    assert message.startswith("✅ Saved **pairs-for-kto**: 120 rows"), message

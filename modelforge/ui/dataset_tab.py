@@ -178,7 +178,9 @@ def validate(engine, file, hub_id, task, strategy, model, max_length, **columns)
         return _report_markdown(result), shown, stats_text, figure, *invalid, *mapping, *xray
     if refusal is not None:
         return _failure(refusal, file), shown, stats_text, figure, *invalid, *mapping, *xray
-    key = {"source": source, "task": task, "fields": fields, "columns": result.columns}
+    # As the slots show it: kto's fields map none of a preference pair's chosen and rejected columns, found by validation.
+    mapped = {field: column for field, column in result.columns.items() if field in fields}
+    key = {"source": source, "task": task, "fields": fields, "columns": mapped}
     return _report_markdown(result), shown, stats_text, figure, gr.update(interactive=True), key, *mapping, *xray
 
 
