@@ -66,11 +66,30 @@ def _follow(engine, job) -> int:
 
 def cmd_train(args) -> int:
     from modelforge.config import JobConfig
+    from modelforge.sweep import format_comparison
 
     engine = _engine()
     config = JobConfig.load(args.config).with_overrides(args.set or [])
-    job = engine.submit(config)
-    return _follow(engine, job)
+    if config.sweep is None:
+        return _follow(engine, engine.submit(config))
+    jobs = engine.submit_sweep(config)
+    print(f"sweep {jobs[0].sweep}: {len(jobs)} jobs queued, run one after another")
+    failed = 0
+    for index, job in enumerate(jobs):
+        failed += _follow(engine, job) != 0
+        if engine.get_job(job.id).status == "cancelled":  # Ctrl-C stops the sweep: the runs not started are cancelled
+            for later in jobs[index + 1:]:
+                engine.cancel(later.id)
+            break
+    print(format_comparison(engine.compare_sweep(jobs[0].id)))
+    return EXIT_FAILED if failed else 0
+
+
+def cmd_sweep(args) -> int:
+    from modelforge.sweep import format_comparison
+
+    print(format_comparison(_engine().compare_sweep(args.job)))
+    return 0
 
 
 def cmd_validate(args) -> int:
@@ -260,6 +279,7 @@ def cmd_user(args) -> int:
 
 COMMANDS: dict[str, Callable] = {
     "train": cmd_train,
+    "sweep": cmd_sweep,
     "validate": cmd_validate,
     "jobs": cmd_jobs,
     "show": cmd_show,
@@ -282,7 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="queue a job from a YAML config and follow it to the end")
     train.add_argument("config", help="path to the job's YAML config")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. training.epochs=1")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. training.epochs=1; "
+                       "sweep.learning_rate=[1e-3,3e-3] queues one job per value (a sweep)")
+    sweep = commands.add_parser("sweep", help="compare the runs of a sweep: values, status, before/after, the best")
+    sweep.add_argument("job", type=int, help="the id of any job of the sweep (see `jobs`)")
     check = commands.add_parser("validate", help="check datasets for a task: every problem with its line, exit 2 if any")
     check.add_argument("datasets", nargs="+", help="local files (jsonl/json/csv/parquet) or Hub dataset ids")
     check.add_argument("--task", choices=list(TASKS), default="text-generation", help="the task the rows are for")

@@ -154,6 +154,70 @@ class DistributedConfig(_Section):
         return self.num_processes == "auto" or self.num_processes * self.num_machines > 1
 
 
+MAX_SWEEP_RUNS = 8  # a sweep is a small comparison queued one job after another, not a search
+
+
+class SweepConfig(_Section):
+    """Values to try: the job is queued once per combination, each run a whole job config of its own."""
+
+    learning_rate: list[float] = Field(default_factory=list, description="Peak learning rates to try (training.learning_rate).")
+    lora_r: list[int] = Field(default_factory=list, description="LoRA ranks to try (lora.r; lora.alpha stays as given).")
+
+    @field_validator("learning_rate", "lora_r", mode="before")
+    @classmethod
+    def _from_text(cls, value: Any, info) -> Any:
+        """`1e-3, 3e-3` as typed in a form (or a YAML list, where PyYAML reads 1e-3 as text): a list of numbers."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        elif isinstance(value, (int, float)):
+            value = [value]
+        if not isinstance(value, list):
+            return value
+        kind, example = (float, "1e-3, 3e-3") if info.field_name == "learning_rate" else (int, "4, 8")
+        numbers = []
+        for item in value:
+            try:
+                numbers.append(kind(item) if isinstance(item, str) else item)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a {'number' if kind is float else 'whole number'}; give values "
+                                 f"separated by commas, e.g. {example}") from None
+        return numbers
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _check_rates(cls, values: list[float]) -> list[float]:
+        bad = [value for value in values if not 0 < value < 1]
+        if bad:
+            raise ValueError(f"a learning rate lies between 0 and 1, e.g. 3e-4 (got {bad[0]:g})")
+        return _distinct(values)
+
+    @field_validator("lora_r")
+    @classmethod
+    def _check_ranks(cls, values: list[int]) -> list[int]:
+        bad = [value for value in values if value < 1]
+        if bad:
+            raise ValueError(f"a LoRA rank is a whole number of at least 1, e.g. 8 (got {bad[0]})")
+        return _distinct(values)
+
+    @model_validator(mode="after")
+    def _check_size(self) -> "SweepConfig":
+        runs = max(len(self.learning_rate), 1) * max(len(self.lora_r), 1)
+        if not (self.learning_rate or self.lora_r):
+            raise ValueError("list the values to try, e.g. learning_rate: [1e-3, 3e-3] or lora_r: [4, 8]")
+        if runs > MAX_SWEEP_RUNS:
+            raise ValueError(
+                f"{len(self.learning_rate) or 1} learning rates x {len(self.lora_r) or 1} LoRA ranks make {runs} runs; "
+                f"a sweep queues at most {MAX_SWEEP_RUNS}: try fewer values"
+            )
+        return self
+
+
+def _distinct(values: list) -> list:
+    if len(set(values)) < len(values):
+        raise ValueError(f"each value once (got {', '.join(f'{value:g}' for value in values)})")
+    return values
+
+
 class JobConfig(_Section):
     name: str = Field(default_factory=lambda: datetime.now().strftime("run-%Y%m%d-%H%M%S"))
     task: str = Field(DEFAULT_TASK, description="A key of modelforge.tasks.TASKS.")
@@ -181,6 +245,9 @@ class JobConfig(_Section):
         default_factory=list,
         description="Experiment trackers the job reports to, keys of modelforge.trackers.TRACKERS (tensorboard, "
         "trackio, wandb, mlflow), each writing to its store in the job's folder; empty: none.",
+    )
+    sweep: SweepConfig | None = Field(
+        None, description="Values to try, one queued job per combination (at most 8); null: one job."
     )
 
     @field_validator("name")
@@ -245,6 +312,12 @@ class JobConfig(_Section):
         problem = strategy.check(self) if strategy.check else None
         if problem:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _check_sweep(self) -> "JobConfig":
+        if self.sweep and self.sweep.lora_r and self.lora is None:
+            raise ValueError("sweep.lora_r: full fine-tuning (lora: null) has no LoRA rank to sweep")
         return self
 
     @model_validator(mode="after")
@@ -319,6 +392,25 @@ class JobConfig(_Section):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def sweep_runs(self) -> list["JobConfig"]:
+        """The jobs a sweep queues, one per combination of its values (learning rates first), each without a sweep
+        and named after its values; a config without a sweep is its one run."""
+        if self.sweep is None:
+            return [self]
+        runs = []
+        for rate in self.sweep.learning_rate or [self.training.learning_rate]:
+            for rank in self.sweep.lora_r or [self.lora.r if self.lora else None]:
+                suffix = f"-lr{rate:g}" + (f"-r{rank}" if rank is not None else "")
+                update: dict[str, Any] = {
+                    "name": self.name[: 100 - len(suffix)] + suffix, "sweep": None,
+                    "training": self.training.model_copy(update={"learning_rate": rate}),
+                    "output_dir": str(Path(self.output_dir) / (self.name + suffix)) if self.output_dir else None,
+                }
+                if rank is not None:
+                    update["lora"] = self.lora.model_copy(update={"r": rank})
+                runs.append(JobConfig.parse({**self.to_dict(), **_dumped(update)}, f"sweep run {suffix[1:]}"))
+        return runs
+
     def with_overrides(self, assignments: list[str]) -> "JobConfig":
         """Apply `key=value` strings (dotted keys, YAML values), as given to `--set` on the command line."""
         data = self.to_dict()
@@ -337,6 +429,10 @@ class JobConfig(_Section):
             except yaml.YAMLError as exc:
                 raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({exc})") from None
         return JobConfig.parse(data, "--set")
+
+
+def _dumped(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value.model_dump(mode="json") if isinstance(value, BaseModel) else value for key, value in values.items()}
 
 
 def _listed(names: list[str], last: str = "or") -> str:

@@ -91,6 +91,7 @@ class Job(BaseModel):
     eta_seconds = FloatField(null=True)
     metrics = TextField(null=True)  # final metrics as JSON
     owner = CharField(null=True, index=True)  # the user who started it; None: started before accounts, admins only
+    sweep = IntegerField(null=True, index=True)  # the id of the first job of the sweep it ran in; None: not in a sweep
 
     class Meta:
         table_name = "jobs"

@@ -17,13 +17,13 @@ from typing import Any
 
 from modelforge import (
     data, dataset_store, demo_model, distributed, export, fit, gguf, gguf_export, hardware, hub, label_mask, plots,
-    preview, run_folder, store, trackers,
+    preview, run_folder, store, sweep, trackers,
 )
 from modelforge.accounts import LOCAL, Account, SignIn
 from modelforge.config import DistributedConfig, JobConfig, preset_overrides
 from modelforge.db import Job, init_database
 from modelforge.demo_model import DEMO_MODELS, demo_kind
-from modelforge.errors import DatasetError, JobError
+from modelforge.errors import ConfigError, DatasetError, JobError
 from modelforge.inference import ModelHost, job_source, path_source
 from modelforge.preflight import resolve_dataset_source, resolve_init_from, runnable_strategy
 from modelforge.providers import PROVIDERS
@@ -100,16 +100,26 @@ class Engine:
                 label_mask.check_job(config, report.records, self.settings)
 
     def submit(self, config: JobConfig, account: Account = LOCAL) -> Job:
+        if config.sweep is not None:
+            raise ConfigError("This config lists values to sweep: queue it as a sweep (submit_sweep), one job per value.")
+        return self.submit_sweep(config, account)[0]
+
+    def submit_sweep(self, config: JobConfig, account: Account = LOCAL) -> list[Job]:
+        """Queue one job per combination of the config's sweep values (JobConfig.sweep_runs), all or none, linked as
+        one sweep; the queue runs them one after another like any jobs. A config without a sweep is one job."""
         for value in (config.dataset, config.eval_dataset):
             record = store.dataset_record(value) if value else None
             if record is not None and not account.may_control(record.owner):
                 raise DatasetError(f"The saved dataset {value!r} belongs to another user: save your own copy of it.")
-        self.check(config)
-        job = self.runner.submit(config)
-        if account.name is not None:
-            store.update(job.id, owner=account.name)
-            job.owner = account.name
-        return job
+        runs = config.sweep_runs()
+        self.check(runs[0])  # the runs differ only in values the checks do not depend on
+        with store.transaction():
+            jobs = [self.runner.submit(run) for run in runs]
+            for job in jobs:
+                job.sweep = jobs[0].id if config.sweep is not None else None
+                job.owner = account.name
+                store.update(job.id, sweep=job.sweep, owner=job.owner)
+        return jobs
 
     def job_for(self, account: Account, job_id: int) -> Job:
         """The job, when `account` may see and control it; a clear refusal otherwise (checked here, for every caller,
@@ -384,6 +394,17 @@ class Engine:
                 for p in points
             ],
         }
+
+    def sweeps(self, account: Account = LOCAL) -> list[tuple[int, str, int]]:
+        """(sweep, a run's name, number of runs) of the sweeps `account` may see, newest first."""
+        return store.sweeps(account)
+
+    def compare_sweep(self, job_id: int, account: Account = LOCAL) -> sweep.SweepComparison:
+        """The sweep that job `job_id` ran in (any of its jobs names it), its runs side by side, the best marked."""
+        job = self.job_for(account, job_id)
+        if job.sweep is None:
+            raise JobError(f"Job {job.id} was not queued as part of a sweep; `python -m modelforge jobs` lists them.")
+        return sweep.compare(job.sweep, [self.job_view(member.id, account) for member in store.sweep_jobs(job.sweep)])
 
     def export_config(self, job_id: int, account: Account = LOCAL) -> tuple[str, str]:
         """Write the job's config as YAML for download; return its path and the equivalent CLI command."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from peewee import IntegrityError
+from peewee import IntegrityError, fn
 
 from modelforge.accounts import Account
 from modelforge.db import DatasetRecord, Job, JobRank, MetricPoint, database, exclusive_transaction, utcnow
@@ -118,6 +118,23 @@ def current_job(account: Account) -> Job | None:
         or _visible(Job.queued(), Job, account).first()
         or _visible(Job.select(), Job, account).order_by(Job.id.desc()).first()
     )
+
+
+def transaction():
+    """Writes that land together or not at all (a sweep's jobs)."""
+    return database.atomic()
+
+
+def sweep_jobs(sweep: int) -> list[Job]:
+    """The jobs of a sweep, in the order they were queued."""
+    return list(Job.select().where(Job.sweep == sweep).order_by(Job.id))
+
+
+def sweeps(account: Account) -> list[tuple[int, str, int]]:
+    """(sweep, name of its first job, number of its jobs) of the sweeps `account` may see, newest first."""
+    query = (Job.select(Job.sweep, fn.MIN(Job.name).alias("first"), fn.COUNT(Job.id).alias("runs"))
+             .where(Job.sweep.is_null(False)).group_by(Job.sweep).order_by(Job.sweep.desc()))
+    return [(row.sweep, row.first, row.runs) for row in _visible(query, Job, account)]
 
 
 def other_output_dirs(job_id: int) -> list[str]:

@@ -17,6 +17,8 @@ class Task:
     expected: Callable[[dict], str]  # a record's expected answer: what the evaluation scores predictions against
     shown: Callable[[dict], str]  # a record's question, as the before/after examples show it
     conversation: bool = False  # its rows are chat turns (`messages`), not a prompt and its answer
+    # The evaluation's metric (higher is better) that says which of several runs learned the task best (a sweep's).
+    main_metric: str = "rougeL"
 
     @property
     def family(self) -> str:
@@ -46,7 +48,7 @@ def _input(record: dict) -> str:
 TASKS: dict[str, Task] = {
     "text-generation": Task(
         "text-generation", ("input", "output"), "Continue a prompt with the expected text.", ("causal",),
-        expected=_output, shown=_input,
+        expected=_output, shown=_input, main_metric="exact_match",
     ),
     "chat": Task(
         "chat", ("messages",), "Answer as the assistant in multi-turn conversations.", ("causal",),
@@ -60,6 +62,7 @@ TASKS: dict[str, Task] = {
     "extractive-qa": Task(
         "extractive-qa", ("context", "question", "answer"), "Find the answer to a question as a span of its context.",
         ("qa",), expected=lambda record: record["answer"]["text"], shown=lambda record: record["question"],
+        main_metric="f1",
     ),
 }
 

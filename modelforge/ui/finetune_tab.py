@@ -36,7 +36,7 @@ NO_JOB = "No job yet: choose a dataset and press **Start training**."
 
 LOSS_CHART = {"x": "step", "y": "value", "color": "series"}
 RATE_CHART = {"x": "step", "y": "learning rate"}
-SECTIONS = ("lora", "evaluation", "preference", "distributed")  # prefixed in API names; training's fields are bare
+SECTIONS = ("lora", "evaluation", "preference", "distributed", "sweep")  # prefixed in API names; training's fields are bare
 
 
 def api_name(key: str) -> str:
@@ -103,6 +103,8 @@ def _advanced_fields(preset: dict[str, dict]) -> list[tuple[str, gr.components.C
         ("distributed.main_process_ip", gr.Textbox("", label="machine 0's address (more than one machine)")),
         ("distributed.main_process_port", gr.Number(d.main_process_port, label="machine 0's port", precision=0)),
         ("distributed.gpu_ids", gr.Textbox("", label="GPUs to use, e.g. 0,1 (empty: all)")),
+        ("sweep.learning_rate", gr.Textbox("", label="sweep learning rates, e.g. 1e-3, 3e-3 (one job each; empty: no sweep)")),
+        ("sweep.lora_r", gr.Textbox("", label="sweep LoRA ranks, e.g. 4, 8 (one job each, times the rates; empty: no sweep)")),
     ]
 
 
@@ -226,12 +228,17 @@ def start_training(engine, account, dataset, task, model, provider, strategy, **
     """Queue the form's job for `account`: (the job id the page now watches, the message shown)."""
     try:
         config = _form_config(dataset, task, model, provider, strategy, form)
-        job = engine.submit(within_runs(config, engine.settings), account)
+        jobs = engine.submit_sweep(within_runs(config, engine.settings), account)
     except ModelForgeError as exc:
         return gr.skip(), f"**Could not start:** {exc}"
     demo = engine.demo_model_state(config.task) if config.model is None else None
     waiting = f" It trains once the demo model is built. {demo.describe()}" if demo and demo.building else ""
-    return job.id, f"Queued job #{job.id} ({job.name}).{waiting}"
+    if len(jobs) > 1:
+        queued = (f"Queued a sweep of {len(jobs)} jobs, #{jobs[0].id} to #{jobs[-1].id}, run one after another; "
+                  "History compares them.")
+    else:
+        queued = f"Queued job #{jobs[0].id} ({jobs[0].name})."
+    return jobs[0].id, queued + waiting
 
 
 def fit_per_gpu(engine, dataset, task, model, provider, strategy, **form) -> str:

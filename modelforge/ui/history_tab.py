@@ -93,6 +93,34 @@ def inspect_jobs(engine, account, labels):
     )
 
 
+def _sweep_label(sweep: int, name: str, runs: int) -> str:
+    return f"sweep #{sweep} · {runs} runs · {name}"
+
+
+def sweep_choices(engine, account):
+    """The sweeps `account` may see, newest first, to compare."""
+    return gr.update(choices=[_sweep_label(*entry) for entry in engine.sweeps(account)])
+
+
+def compare_sweep(engine, account, label):
+    """A sweep's runs side by side (values, status, main metric before/after, the best marked) and their full
+    before/after tables."""
+    empty = pd.DataFrame(columns=["metric"])
+    if not label:
+        return "Select a sweep to compare its runs.", pd.DataFrame(), empty
+    try:
+        comparison = engine.compare_sweep(int(label.split()[1].lstrip("#")), account)
+    except ModelForgeError as exc:
+        return f"**{exc}**", pd.DataFrame(), empty
+    best = next((row for row in comparison.rows if row[0] == comparison.best), None)
+    summary = (f"Best by **{comparison.metric}**: job #{best[0]} {best[1]}" if best
+               else f"No completed run has **{comparison.metric}** yet.")
+    summary += "".join(f"\n\n> #{view['id']} {view['status']}: {view['error'].splitlines()[0]}"
+                       for view in comparison.views if view["error"])
+    headers, rows = evaluation_table(comparison.views)
+    return summary, pd.DataFrame(comparison.rows, columns=comparison.headers), pd.DataFrame(rows, columns=headers)
+
+
 def delete_jobs(engine, account, labels):
     messages = []
     for job_id in _ids(labels):
@@ -123,13 +151,22 @@ def build(engine) -> list:
     with gr.Row():
         config_view = gr.Code(label="config", language="yaml", interactive=False)
         log_view = gr.Textbox(label="log (last lines)", lines=14, max_lines=14, interactive=False)
+    with gr.Accordion("Sweeps: the runs of one sweep side by side", open=False):
+        sweep_select = gr.Dropdown([], label="Sweep to compare")
+        sweep_summary = gr.Markdown()
+        sweep_runs = gr.Dataframe(interactive=False, elem_id="history-sweep",
+                                  label="Runs: the values each tried, how it ended, the main metric before and after")
+        sweep_evaluation = gr.Dataframe(interactive=False, label="Every metric: base and tuned model of each run")
     with gr.Row():
         delete_button = gr.Button("Delete selected…", variant="stop")
         confirm_button = gr.Button("Yes, delete them and their files", variant="stop", visible=False)
     result = gr.Markdown()
 
-    refresh_of_user = as_user(engine, refresh)
+    refresh_of_user, sweeps_of_user = as_user(engine, refresh), as_user(engine, sweep_choices)
     refresh_button.click(refresh_of_user, outputs=[table, selected], api_name="history")
+    refresh_button.click(sweeps_of_user, outputs=sweep_select, api_name="history_sweeps")
+    sweep_select.change(as_user(engine, compare_sweep), sweep_select, [sweep_summary, sweep_runs, sweep_evaluation],
+                        api_name="history_sweep")
     colour_after(
         selected.change(
             as_user(engine, inspect_jobs), selected, [summary, config_view, log_view, compare, evaluation],
@@ -141,4 +178,4 @@ def build(engine) -> list:
     confirm_button.click(as_user(engine, delete_jobs), selected, [result, confirm_button], api_name="history_delete").then(
         refresh_of_user, outputs=[table, selected], api_visibility="private"
     )
-    return [(refresh_of_user, [table, selected])]
+    return [(refresh_of_user, [table, selected]), (sweeps_of_user, sweep_select)]
