@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -174,8 +175,12 @@ def init_database(settings: Settings):
         database.initialize(db)
         db.connect(reuse_if_open=True)
         with exclusive_transaction(SCHEMA_LOCK_KEY):  # processes starting together must not create a table twice
-            db.create_tables(TABLES, safe=True)
+            # Tables, then the columns an older version lacks, then the indexes, which may be on those columns.
+            for model in TABLES:
+                model._schema.create_table(safe=True)
             _add_missing_columns(db)
+            for model in TABLES:
+                model._schema.create_indexes(safe=True)
             for table in RETIRED_TABLES:
                 db.execute_sql(f'DROP TABLE IF EXISTS "{table}"')
         _drop_retired_columns(db)
@@ -248,7 +253,15 @@ def _add_missing_columns(db) -> None:
         present = {column.name for column in db.get_columns(model._meta.table_name)}
         missing = [field for field in model._meta.sorted_fields if field.column_name not in present]
         if missing:
-            migrate(*(migrator.add_column(model._meta.table_name, field.column_name, field) for field in missing))
+            migrate(*(migrator.add_column(model._meta.table_name, field.column_name, _unindexed(field))
+                      for field in missing))
+
+
+def _unindexed(field):
+    """The field without its index, which create_indexes makes under the model's own name (the migrator's differs)."""
+    plain = copy.copy(field)
+    plain.index = plain.unique = False
+    return plain
 
 
 def _drop_retired_columns(db) -> None:

@@ -24,6 +24,11 @@ class SweepComparison:
     best: int | None  # the job id of the best completed run; None when no run has the metric
     views: list[dict]  # Engine.job_view of each run: their full before/after tables
 
+    def shown_rows(self, missing: str = "") -> list[list[str]]:
+        """The rows as text: numbers to 4 significant digits, `missing` where a run has no value."""
+        return [[missing if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+                 for value in row] for row in self.rows]
+
 
 def main_metric(config) -> str:
     """The metric that ranks runs of this config: preference accuracy for strategies that learn from pairs, else the
@@ -59,10 +64,7 @@ def compare(sweep: int, views: list[dict]) -> SweepComparison:
 
 def format_comparison(comparison: SweepComparison) -> str:
     """The comparison as aligned text, for the command line."""
-    cells = [comparison.headers] + [
-        ["-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value) for value in row]
-        for row in comparison.rows
-    ]
+    cells = [comparison.headers] + comparison.shown_rows(missing="-")
     widths = [max(len(row[column]) for row in cells) for column in range(len(comparison.headers))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
     lines.append(f"best by {comparison.metric}: job {comparison.best}" if comparison.best is not None

@@ -51,6 +51,27 @@ def test_a_database_made_by_an_older_version_gains_the_new_columns(settings):
 
 
 @pytest.mark.both_databases
+def test_a_database_made_before_sweeps_opens_with_its_jobs_outside_any_sweep(settings):
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    from modelforge import store
+    from modelforge.accounts import LOCAL
+
+    db = init_database(settings)
+    old = Job.create(name="old", config="{}", output_dir="/x")
+    migrator = SchemaMigrator.from_database(db)
+    migrate(migrator.drop_index("jobs", "job_sweep"), migrator.drop_column("jobs", "sweep"))
+    database.close()
+    init_database(settings)
+    assert "sweep" in {column.name for column in database.get_columns("jobs")}
+    # Its index is made once the column exists (PostgreSQL refused to open the database otherwise), and only once.
+    assert [index.columns for index in database.get_indexes("jobs") if "sweep" in index.columns] == [["sweep"]]
+    assert [(job.name, job.sweep) for job in Job.select()] == [("old", None)] and store.sweeps(LOCAL) == []
+    new = Job.create(name="swept", config="{}", output_dir="/y", sweep=old.id + 1)
+    assert store.sweeps(LOCAL) == [(new.id, "swept", 1)] and store.sweep_jobs(new.id) == [new]
+
+
+@pytest.mark.both_databases
 def test_a_database_made_by_an_older_version_loses_what_nothing_reads_and_keeps_its_rows(settings):
     """Older versions kept each job's dataset row (jobs.dataset_id) and a table of produced models: opening such a
     database drops both; its jobs, their metric points and its datasets stay, and jobs are written and deleted as

@@ -118,7 +118,8 @@ def compare_sweep(engine, account, label):
     summary += "".join(f"\n\n> #{view['id']} {view['status']}: {view['error'].splitlines()[0]}"
                        for view in comparison.views if view["error"])
     headers, rows = evaluation_table(comparison.views)
-    return summary, pd.DataFrame(comparison.rows, columns=comparison.headers), pd.DataFrame(rows, columns=headers)
+    runs = pd.DataFrame(comparison.shown_rows(), columns=comparison.headers)
+    return summary, runs, pd.DataFrame(rows, columns=headers)
 
 
 def delete_jobs(engine, account, labels):

@@ -4,7 +4,9 @@ import json
 import re
 import time
 
-from modelforge.config import DistributedConfig, EvaluationConfig, JobConfig, LoraConfig, PreferenceConfig, TrainingConfig
+from modelforge.config import (
+    DistributedConfig, EvaluationConfig, JobConfig, LoraConfig, PreferenceConfig, SweepConfig, TrainingConfig,
+)
 from modelforge.accounts import LOCAL
 from modelforge.ui import finetune_tab
 from modelforge.ui.finetune_tab import DEMO_MODEL, config_from_form
@@ -98,9 +100,10 @@ def test_the_start_endpoint_names_its_parameters_as_the_config_does(app_client):
     names = [parameter["parameter_name"] for parameter in endpoints["/start_training"]["parameters"]]
     assert names[:5] == ["dataset", "task", "model", "provider", "strategy"]
     assert {"epochs", "max_steps", "batch_size", "learning_rate", "warmup_ratio", "name", "lora", "lora_r",
-            "quantization", "init_from", "evaluation_max_samples", "preference_beta", "distributed_strategy"} <= set(names)
+            "quantization", "init_from", "evaluation_max_samples", "preference_beta", "distributed_strategy",
+            "sweep_learning_rate", "sweep_lora_r"} <= set(names)
     sections = {"lora": LoraConfig, "evaluation": EvaluationConfig, "preference": PreferenceConfig,
-                "distributed": DistributedConfig}
+                "distributed": DistributedConfig, "sweep": SweepConfig}
     for name in names:
         section, _, field = name.partition("_")
         in_section = section in sections and field in sections[section].model_fields
@@ -128,6 +131,21 @@ def test_the_handlers_work_without_a_page(engine, mapping_dataset):
     assert watched == job_id and f"Job #{job_id} · direct" in status and "**queued**" in status
     assert finetune_tab.cancel_job(engine, LOCAL, None) == "No job selected."
     assert finetune_tab.cancel_job(engine, LOCAL, job_id) == f"Job #{job_id} is cancelled."
+
+
+def test_the_sweep_fields_queue_one_job_per_value_and_a_bad_value_names_its_field(engine, mapping_dataset):
+    form = (engine, LOCAL, str(mapping_dataset["train"]), "text-generation", DEMO_MODEL, "huggingface", "sft")
+    job_id, message = finetune_tab.start_training(*form, name="swept", sweep_learning_rate="3e-3, 1e-3", sweep_lora_r="4")
+    jobs = engine.list_jobs()[::-1]
+    assert job_id == jobs[0].id and message == (
+        f"Queued a sweep of 2 jobs, #{jobs[0].id} to #{jobs[1].id}, run one after another; History compares them.")
+    assert [(job.name, job.sweep) for job in jobs] == [("swept-lr0.003-r4", job_id), ("swept-lr0.001-r4", job_id)]
+    assert [engine.job_config(job).training.learning_rate for job in jobs] == [3e-3, 1e-3]
+    _, message = finetune_tab.start_training(*form, sweep_learning_rate="3e-3, fast")
+    assert message.startswith("**Could not start:**") and "sweep.learning_rate: 'fast' is not a number" in message
+    _, message = finetune_tab.start_training(*form, sweep_lora_r="4, 8", lora=False)
+    assert "sweep.lora_r: full fine-tuning (lora: null) has no LoRA rank to sweep" in message
+    assert len(engine.list_jobs()) == 2
 
 
 def test_form_values_become_the_job_config():
