@@ -150,3 +150,22 @@ def test_the_dataset_tab_validates_and_saves_preference_pairs_for_kto(engine, pa
     message, *_ = dataset_tab.save(engine, LOCAL, "pairs-for-kto", str(upload), None, "text-generation", "kto",
                                    validated, column_1="prompt")
     assert message.startswith("✅ Saved **pairs-for-kto**: 120 rows"), message
+
+
+@pytest.mark.parametrize("strategy", OBJECTIVES)
+def test_each_objective_trains_a_finished_jobs_adapter_further(strategy, engine, finished_job, pairs):
+    from safetensors.torch import load_file
+
+    config = JobConfig(
+        name=f"{strategy}-further",
+        strategy=strategy,
+        init_from=str(finished_job.id),
+        dataset=str(pairs["train_file"]),
+        training={"max_steps": 3, "batch_size": 8, "learning_rate": 3e-3, "eval_split": 0, "save_steps": 100},
+    )
+    job = train_in_process(engine, config)
+    assert job.status == "completed", job.error
+    before = load_file(f"{finished_job.output_dir}/adapter_model.safetensors")
+    after = load_file(f"{job.output_dir}/adapter_model.safetensors")
+    assert before.keys() == after.keys()  # the same adapter (r=4), trained further
+    assert any(not before[name].equal(after[name]) for name in before)
