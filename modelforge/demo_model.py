@@ -32,11 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelforge.processes import child_env, command, spawn
 from modelforge.tasks import TASKS
 
 # kind -> folder name; bump a version whenever that model's recipe below changes
 DEMO_MODELS: dict[str, str] = {"causal": "demo-causal-v1", "seq2seq": "demo-seq2seq-v1", "qa": "demo-qa-v1"}
 DEMO_MODEL_NAME = DEMO_MODELS["causal"]
+BUILD_MODULE = "modelforge.demo_model"  # run as `python -m modelforge.demo_model MODELS_DIR KIND [--background]`
 
 SPECIAL_TOKENS = {
     "pad": "<pad>",
@@ -190,26 +192,16 @@ def start_background_build(models_dir: Path, kind: str = "causal") -> subprocess
         return None
     models_dir.mkdir(parents=True, exist_ok=True)
     with open(_log_path(models_dir, kind), "w") as log:
-        return subprocess.Popen([*_command(models_dir, kind), "--background"], env=_child_env(), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return spawn(BUILD_MODULE, str(models_dir), kind, "--background", stdout=log, stderr=subprocess.STDOUT,
+                     stdin=subprocess.DEVNULL)
 
 
 def ensure_demo_model_in_subprocess(models_dir: Path, kind: str = "causal") -> Path:
     """Like ensure_demo_model, for the web process: a build runs in a child process, so torch stays out of it."""
     folder = models_dir / DEMO_MODELS[kind]
     if not folder.is_dir():
-        subprocess.run(_command(models_dir, kind), env=_child_env(), check=True, capture_output=True)
+        subprocess.run(command(BUILD_MODULE, str(models_dir), kind), env=child_env(), check=True, capture_output=True)
     return folder
-
-
-def _command(models_dir: Path, kind: str) -> list[str]:
-    return [sys.executable, "-m", "modelforge.demo_model", str(models_dir), kind]
-
-
-def _child_env() -> dict[str, str]:
-    env = {**os.environ}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
-    return env
 
 
 def _progress_path(models_dir: Path, kind: str) -> Path:
@@ -547,7 +539,7 @@ def _stop_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-if __name__ == "__main__":  # python -m modelforge.demo_model MODELS_DIR KIND [--background]: see _command
+if __name__ == "__main__":  # see BUILD_MODULE
     if sys.argv[3:] == ["--background"]:
         _stop_with_parent()
     print(ensure_demo_model(Path(sys.argv[1]), sys.argv[2]))

@@ -1,8 +1,8 @@
 """A distributed job: how many ranks it has, what is checked before it is queued, and the trainer arguments of its
 strategy (DDP, FSDP, DeepSpeed ZeRO). Light to import: the web process runs these checks.
 
-torchrun starts the ranks (modelforge/launch.py); each rank is a worker running the same pipeline, and only rank 0
-writes the job's progress and results (modelforge/ranks.py).
+torchrun starts the ranks (modelforge/training/launch.py); each rank is a worker running the same pipeline, and only rank 0
+writes the job's progress and results (modelforge/training/ranks.py).
 """
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ class Engine:
 
     def join(self, job_id: int, machine_rank: int) -> int:
         """Run this machine's ranks of a multi-machine job started on machine 0; 0 when they ended normally."""
-        from modelforge.launch import join
+        from modelforge.training.launch import join
 
         return join(job_id, self.settings, machine_rank)
 
@@ -454,7 +454,7 @@ class Engine:
         """Score a completed job's model against its base (`target` a job id), or a config's model alone (`target` a
         YAML file), on `dataset`, else the config's eval_dataset, else the rows the job held out (the same split from
         the same seed). Runs here, with torch: the CLI's command. (the before/after table, where a job's is saved)."""
-        from modelforge import evaluation
+        from modelforge.training import evaluation
 
         job = None
         if target.isdigit():

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from modelforge import run_folder
 from modelforge.config import JobConfig
 from modelforge.errors import ModelForgeError, ModelLoadError
 from modelforge.loading import apply_adapter, load_tokenizer, load_weights, resolve_model_path
+from modelforge.processes import spawn
 from modelforge.runtime import Runtime
 from modelforge.settings import Settings
 
@@ -136,21 +136,10 @@ def run_cli(job, settings: Settings, arguments: list[str], action: str, progress
     relaying its progress lines; its `error:` line, else a short diagnosis, becomes an ExportError."""
     report = progress or (lambda fraction, message: None)
     model_folder(job)  # the usual errors without starting a process
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env = {
-        **os.environ,
-        **settings.worker_env(),
-        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-        "PYTHONUNBUFFERED": "1",
-    }
     # The child's output is read to its end here, by this call, whatever happens to the browser that asked.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modelforge", *arguments],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
+    process = spawn(
+        "modelforge", *arguments, env=settings.worker_env(),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     other_lines = []
     for line in process.stdout:

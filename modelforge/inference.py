@@ -10,7 +10,6 @@ functions that load or run a model.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import threading
 from collections.abc import Iterator

@@ -25,7 +25,7 @@ from modelforge.db import CONNECTION_ERRORS, RESUMABLE_STATUSES, Job, unreachabl
 from modelforge.errors import ConfigError, JobError
 from modelforge.providers import PROVIDERS
 from modelforge.settings import Settings
-from modelforge.worker import EXIT_DATABASE_UNREACHABLE
+from modelforge.processes import EXIT_DATABASE_UNREACHABLE, WORKER_MODULE, spawn
 
 log = logging.getLogger(__name__)
 
@@ -229,19 +229,12 @@ class JobRunner:
     def _spawn(self, job: Job) -> None:
         log_file = run_folder.log_path(job)
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        package_root = str(Path(__file__).resolve().parent.parent)
-        python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, **self.settings.worker_env(), "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
         python = PROVIDERS[JobConfig.from_json(job.config).provider].worker_python()
         try:
             with open(log_file, "ab") as log_handle:
-                process = subprocess.Popen(
-                    [python, "-m", "modelforge.worker", str(job.id)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_handle,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
+                process = spawn(
+                    WORKER_MODULE, str(job.id), python=python, env=self.settings.worker_env(),
+                    stdin=subprocess.DEVNULL, stdout=log_handle, stderr=subprocess.STDOUT, start_new_session=True,
                 )
         except OSError as exc:
             store.finish(job.id, "failed", error=f"The worker process could not start ({python}): {exc}")
@@ -314,4 +307,4 @@ class JobRunner:
         except OSError:
             return False
         # The pid may have been reused by an unrelated process since.
-        return b"modelforge.worker" in cmdline and str(job.id).encode() in cmdline
+        return WORKER_MODULE.encode() in cmdline and str(job.id).encode() in cmdline

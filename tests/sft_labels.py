@@ -37,7 +37,7 @@ def trainer_rows(model_path: Path, task: str, records: list[dict], tmp_path: Pat
 
     from modelforge.runtime import resolve_runtime
     from modelforge.strategies import STRATEGIES
-    from modelforge.training import TrainingRun
+    from modelforge.training.pipeline import TrainingRun
 
     config = JobConfig(task=task, dataset="rows.jsonl", model=str(model_path))
     tokenizer = AutoTokenizer.from_pretrained(model_path)

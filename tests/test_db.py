@@ -10,7 +10,7 @@ from conftest import free_port
 
 from modelforge.db import Job, database, init_database
 from modelforge.settings import Settings
-from modelforge.worker import EXIT_DATABASE_UNREACHABLE
+from modelforge.processes import EXIT_DATABASE_UNREACHABLE, WORKER_MODULE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,7 +136,7 @@ def test_the_app_and_the_worker_refuse_an_unreachable_database_without_a_traceba
     app = subprocess.run([sys.executable, "app.py", "--port", str(free_port())], capture_output=True, text=True,
                          cwd=ROOT, env=env, timeout=300)
     assert app.returncode == 1 and expected in app.stderr and "Traceback" not in app.stderr
-    worker = subprocess.run([sys.executable, "-m", "modelforge.worker", "1"], capture_output=True, text=True, cwd=ROOT,
+    worker = subprocess.run([sys.executable, "-m", WORKER_MODULE, "1"], capture_output=True, text=True, cwd=ROOT,
                             env=env, timeout=120)
     assert worker.returncode == EXIT_DATABASE_UNREACHABLE
     assert expected in worker.stderr and "Traceback" not in worker.stderr

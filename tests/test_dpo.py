@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from mapping_data import SAMPLE, mapping_rows, write_jsonl
-from modelforge import preflight, store, training
+from modelforge import preflight, store
+from modelforge.training import pipeline
 from modelforge.config import JobConfig
 from modelforge.db import Job
 from modelforge.errors import ConfigError, DatasetError
@@ -25,7 +26,7 @@ def train_in_process(engine, config: JobConfig) -> Job:
     """A job checked and queued as submit does, then trained in this process (its training stack is loaded already)."""
     engine.check(config)
     job = engine.runner.submit(config)
-    training.run_job(job, engine.settings)
+    pipeline.run_job(job, engine.settings)
     return store.get_job(job.id)
 
 

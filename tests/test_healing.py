@@ -6,8 +6,8 @@ import yaml
 
 from modelforge import run_folder, store
 from modelforge.config import JobConfig
-from modelforge.healing import FAULT_OOM_BATCH, FAULT_OOM_STEP
-from modelforge.worker import OUT_OF_MEMORY_HINT
+from modelforge.training.healing import FAULT_OOM_BATCH, FAULT_OOM_STEP
+from modelforge.training.worker import OUT_OF_MEMORY_HINT
 
 
 def _config(dataset, **training):
@@ -80,7 +80,7 @@ def test_with_the_loss_guard_off_the_same_run_trains_to_the_end(engine, mapping_
 
 @pytest.mark.parametrize("batch, accumulation, expected", [(8, 1, (4, 2)), (6, 3, (3, 6)), (5, 1, (2, 3)), (1, 4, None)])
 def test_half_the_batch_keeps_the_effective_batch(batch, accumulation, expected):
-    from modelforge.healing import halved_batch
+    from modelforge.training.healing import halved_batch
 
     config = JobConfig(dataset="d.jsonl", training={"batch_size": batch, "gradient_accumulation": accumulation})
     retry = halved_batch(config)

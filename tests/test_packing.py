@@ -23,7 +23,7 @@ def _sft_trainer(demo_model_path, tmp_path, rows, model=None, **training):
 
     from modelforge.runtime import Runtime
     from modelforge.strategies import STRATEGIES
-    from modelforge.training import TrainingRun
+    from modelforge.training.pipeline import TrainingRun
 
     config = JobConfig(name="packing", dataset="unused.jsonl", training={"max_steps": 1, **training})
     tokenizer = AutoTokenizer.from_pretrained(demo_model_path)

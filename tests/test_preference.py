@@ -125,7 +125,7 @@ def test_unsloth_refuses_the_objectives_it_does_not_run(engine, pairs):
 def test_held_out_labelled_answers_are_scored_as_the_pairs_they_form(demo_model_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modelforge import evaluation
+    from modelforge.training import evaluation
 
     config = JobConfig(name="kto", strategy="kto", dataset="labelled.jsonl", evaluation={"max_new_tokens": 2})
     model, tokenizer = AutoModelForCausalLM.from_pretrained(demo_model_path), AutoTokenizer.from_pretrained(demo_model_path)

@@ -72,7 +72,7 @@ def test_the_playground_asks_with_the_tokens_training_put_before_the_answer(
     playground = encode_prompt(tokenizer, [{"role": "user", "content": ROW["input"]}], model.config)
     assert playground["input_ids"][0].tolist() == trained
     # The evaluation scores held-out rows with the same prompt, and answer_ids agrees with TRL on where answers start.
-    from modelforge.evaluation import causal_prompts
+    from modelforge.training.evaluation import causal_prompts
 
     assert causal_prompts([ROW], "text-generation", tokenizer) == [trained]
     assert prompts.answer_ids(tokenizer, *prompts.as_turns(tokenizer, ROW["input"], ROW["output"]))[0] == trained

@@ -59,16 +59,27 @@ def test_every_file_the_dockerfile_copies_exists():
         assert (ROOT / name).exists(), f"Dockerfile copies {name}, which does not exist"
 
 
-def test_starting_the_app_imports_no_training_stack():
+def test_the_web_side_imports_neither_the_training_stack_nor_the_worker_folder():
+    """The package's one rule for a light web process: modelforge/training/ is the worker side. Starting the app (its
+    engine and UI built) and importing every module outside that folder loads no training library and nothing of it."""
+    package = ROOT / "modelforge"
+    web_side = sorted(
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in package.rglob("*.py")
+        if package / "training" not in path.parents and path.name != "__main__.py"  # __main__ runs the CLI
+    )
+    stack = ("torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "llama_cpp")
     code = (
-        "import sys, app; from modelforge.engine import Engine; from modelforge.ui import build_app;"
-        "import tempfile; from modelforge.settings import Settings;"
-        "engine = Engine.create(Settings(home=__import__('pathlib').Path(tempfile.mkdtemp())));"
-        "build_app(engine);"
-        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'bitsandbytes', 'llama_cpp') if m in sys.modules))"
+        "import importlib, json, sys, tempfile, app; from pathlib import Path; from modelforge.engine import Engine;"
+        "from modelforge.settings import Settings; from modelforge.ui import build_app;"
+        "build_app(Engine.create(Settings(home=Path(tempfile.mkdtemp()))));"
+        f"[importlib.import_module(name) for name in {web_side!r}];"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {stack!r} "
+        "or m.startswith('modelforge.training'))))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    assert "modelforge.ui.finetune_tab" in web_side and "modelforge.inference" in web_side
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 

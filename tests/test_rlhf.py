@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 from mapping_data import mapping_rows, write_jsonl
-from modelforge import run_folder, store, training
+from modelforge import run_folder, store
+from modelforge.training import pipeline
 from modelforge.config import JobConfig
 from modelforge.db import Job
 
@@ -24,7 +25,7 @@ def train_in_process(engine, config: JobConfig) -> Job:
     """A job checked and queued as submit does, then trained in this process (its training stack is loaded already)."""
     engine.check(config)
     job = engine.runner.submit(config)
-    training.run_job(job, engine.settings)
+    pipeline.run_job(job, engine.settings)
     return store.get_job(job.id)
 
 

@@ -6,7 +6,7 @@ from transformers import AutoConfig
 from modelforge import data
 from modelforge.config import JobConfig
 from modelforge.demo_model import DEMO_MODELS, demo_kind
-from modelforge.evaluation import references
+from modelforge.training.evaluation import references
 from modelforge.loading import model_class_for
 from modelforge.settings import ASSETS_DIR
 from modelforge.tasks import TASKS

@@ -11,7 +11,8 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from modelforge import store, trackers, training
+from modelforge import store, trackers
+from modelforge.training import pipeline
 from modelforge.accounts import LOCAL
 from modelforge.config import JobConfig
 from modelforge.errors import ConfigError
@@ -44,7 +45,7 @@ def tracked_job(engine, dataset: Path, names: list[str]):
     )
     engine.check(config)
     job = engine.runner.submit(config)
-    training.run_job(job, engine.settings)
+    pipeline.run_job(job, engine.settings)
     return store.get_job(job.id)
 
 
@@ -137,7 +138,7 @@ def test_a_server_with_tensorboard_disabled_refuses_it_in_the_tab_at_submit_and_
     labels = dict((name, label) for label, name in finetune_tab.tracker_choices(engine))
     assert labels["tensorboard"] == "tensorboard: turned off on this server (MODELFORGE_DISABLE_TENSORBOARD is set)"
     with pytest.raises(ConfigError) as refused:
-        training.run_job(queued, engine.settings)
+        pipeline.run_job(queued, engine.settings)
     assert str(refused.value) == refusal
     assert not (Path(queued.output_dir) / "tensorboard").exists()
 

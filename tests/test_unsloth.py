@@ -145,7 +145,8 @@ def test_unsloth_dpo_continues_an_sft_adapter_and_learns_the_preferred_answers(e
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modelforge import data, store, training
+    from modelforge import data, store
+    from modelforge.training import pipeline
     from modelforge.strategies.dpo import preference_scores
 
     _require_unsloth()
@@ -164,7 +165,7 @@ def test_unsloth_dpo_continues_an_sft_adapter_and_learns_the_preferred_answers(e
     sft_config = JobConfig(name="sft", dataset=write("train.jsonl", train), training={"max_steps": 80, **steps})
     engine.check(sft_config)
     sft = engine.runner.submit(sft_config)
-    training.run_job(sft, engine.settings)  # its training stack is loaded in this process already
+    pipeline.run_job(sft, engine.settings)  # its training stack is loaded in this process already
     assert store.get_job(sft.id).status == "completed"
 
     config = JobConfig(

@@ -1,8 +1,8 @@
 """Strategy registry: the training objectives, keyed by the config's `strategy`.
 
 A strategy declares the tasks it trains, the dataset fields it reads, what a config of it must hold, how it turns
-records into trainer rows, and its stages: the trainers the pipeline (modelforge/training.py) builds from a TrainingRun
-and trains in turn. Adding one is a module plus one line here.
+records into trainer rows, and its stages: the trainers the pipeline (modelforge/training/pipeline.py) builds from a
+TrainingRun and trains in turn. Adding one is a module plus one line here.
 """
 
 from __future__ import annotations

@@ -15,16 +15,17 @@ from typing import Any
 from datasets import Dataset
 from transformers import set_seed
 
-from modelforge import data, evaluation, healing, ranks, run_folder, store, trackers
+from modelforge import data, run_folder, store, trackers
 from modelforge.config import SHARDING_STRATEGIES, JobConfig
 from modelforge.db import Job
 from modelforge.errors import DatabaseError, JobCancelled, JobError
 from modelforge.loading import resolve_model_path
 from modelforge.preflight import resolve_dataset_source, resolve_init_from, runnable_strategy
-from modelforge.progress import ProgressCallback
 from modelforge.providers import PROVIDERS
 from modelforge.runtime import Runtime, resolve_runtime
 from modelforge.settings import Settings
+from modelforge.training import evaluation, healing, ranks
+from modelforge.training.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""The worker process: `python -m modelforge.worker JOB_ID` runs one job and records how it ended.
+"""The worker process: `python -m modelforge.training.worker JOB_ID` runs one job and records how it ended.
 
 Its stdout and stderr are the job's log file (the runner opens it), never a pipe to a browser or a parent. A
-distributed job's worker launches the job's ranks through torchrun (modelforge/launch.py), each of them this same
+distributed job's worker launches the job's ranks through torchrun (modelforge/training/launch.py), each of them this same
 module run as one rank.
 """
 
@@ -16,15 +16,16 @@ import time
 import traceback
 from pathlib import Path
 
-from modelforge import ranks, run_folder, store
+from modelforge import run_folder, store
 from modelforge.config import JobConfig
 from modelforge.distributed import restrict_gpus
 from modelforge.db import CONNECTION_ERRORS, init_database, unreachable
 from modelforge.errors import DatabaseError, JobCancelled, ModelForgeError
+from modelforge.processes import EXIT_DATABASE_UNREACHABLE
 from modelforge.settings import Settings
+from modelforge.training import ranks
+from modelforge.training.launch import run_ranks
 
-# EX_TEMPFAIL: the job could not be recorded; the runner that reaps the worker records it as interrupted.
-EXIT_DATABASE_UNREACHABLE = 75
 DEFAULT_DATABASE_WAIT_SECONDS = 600.0
 
 CPU_4BIT_HINT = (
@@ -60,13 +61,11 @@ def main(argv: list[str]) -> int:
         logging.info("worker %d starting job %d (%s)", os.getpid(), job_id, job.name)
     try:
         if not ranks.is_rank_process() and JobConfig.from_json(job.config).distributed.is_distributed:
-            from modelforge.launch import run_ranks
-
             return run_ranks(job, settings)
         restrict_gpus(JobConfig.from_json(job.config).distributed)
         if JobConfig.from_json(job.config).provider == "unsloth" and importlib.util.find_spec("unsloth"):
             import unsloth  # noqa: F401  it patches transformers, trl and peft: before anything imports them
-        from modelforge.training import run_job
+        from modelforge.training.pipeline import run_job  # after unsloth: the pipeline imports transformers
 
         run_job(job, settings)
     except (DatabaseError, *CONNECTION_ERRORS) as exc:

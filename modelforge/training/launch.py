@@ -1,7 +1,7 @@
 """Starts the ranks of a distributed job on this machine through torchrun, and records a rank that dies.
 
 The worker process of a distributed job (and `python -m modelforge join` on each other machine) runs torchrun's own
-launcher in-process: it starts one `python -m modelforge.worker JOB` per process, meets the other machines, and
+launcher in-process: it starts one `python -m modelforge.training.worker JOB` per process, meets the other machines, and
 stops every rank when one fails. torchrun reports which rank failed and how; this module writes that to the job with
 the rank's last log lines. Every rank's output also goes to the job's log, each line prefixed with `[rankN]:`.
 """
@@ -18,6 +18,7 @@ from modelforge import distributed, hardware, run_folder, store
 from modelforge.config import JobConfig
 from modelforge.db import Job
 from modelforge.errors import ConfigError, JobError
+from modelforge.processes import WORKER_MODULE
 from modelforge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def torchrun_args(config: JobConfig, job_id: int, machine_rank: int, processes: 
             "--master-addr", str(settings.main_process_ip),
             "--master-port", str(settings.main_process_port),
         ]
-    return [*args, "-m", "modelforge.worker", str(job_id)]
+    return [*args, "-m", WORKER_MODULE, str(job_id)]
 
 
 def run_ranks(job: Job, settings: Settings, machine_rank: int = 0) -> int:

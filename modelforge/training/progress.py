@@ -11,9 +11,10 @@ import time
 
 from transformers import TrainerCallback
 
-from modelforge import ranks, store
+from modelforge import store
 from modelforge.db import CONNECTION_ERRORS, unreachable
 from modelforge.errors import DatabaseError
+from modelforge.training import ranks
 
 
 class ProgressCallback(TrainerCallback):
