@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SPACES_PERSISTENT_DIR = Path("/data")
@@ -24,11 +24,35 @@ def default_home() -> Path:
     return Path.home() / ".modelforge"
 
 
+def _database_path(home: Path) -> Path:
+    if os.environ.get("MODELFORGE_DB_PATH"):
+        return Path(os.environ["MODELFORGE_DB_PATH"]).expanduser()
+    return home / "modelforge.db"
+
+
+def _unsloth_python() -> Path | None:
+    """The interpreter of the Unsloth environment, which runs Unsloth jobs' workers (its version caps conflict with
+    the main environment's): MODELFORGE_UNSLOTH_PYTHON, else the .venv-unsloth that tests/setup.sh builds."""
+    if os.environ.get("MODELFORGE_UNSLOTH_PYTHON"):
+        return Path(os.environ["MODELFORGE_UNSLOTH_PYTHON"]).expanduser()
+    default = REPO_ROOT / ".venv-unsloth" / "bin" / "python"
+    return default if default.exists() else None
+
+
 @dataclass(frozen=True)
 class Settings:
+    """Read from the environment once, when built (`from_env` at start-up); a child process gets them back through
+    `worker_env`. Fields left out are filled from the environment as it is at construction."""
+
     home: Path
     database_url: str | None = None
     disabled_trackers: frozenset[str] = frozenset()  # names of modelforge.trackers.TRACKERS this server refuses
+    database_path: Path | None = None  # MODELFORGE_DB_PATH, else the home's modelforge.db
+    unsloth_python: Path | None = field(default_factory=_unsloth_python)
+
+    def __post_init__(self) -> None:
+        if self.database_path is None:
+            object.__setattr__(self, "database_path", _database_path(self.home))  # frozen: set once, here
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -38,12 +62,6 @@ class Settings:
             database_url=os.environ.get("DATABASE_URL") or None,
             disabled_trackers=frozenset({"tensorboard"} if tensorboard_off else ()),
         )
-
-    @property
-    def database_path(self) -> Path:
-        if os.environ.get("MODELFORGE_DB_PATH"):
-            return Path(os.environ["MODELFORGE_DB_PATH"]).expanduser()
-        return self.home / "modelforge.db"
 
     @property
     def runs_dir(self) -> Path:
@@ -56,15 +74,6 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
-
-    @property
-    def unsloth_python(self) -> Path | None:
-        """The interpreter of the Unsloth environment, which runs Unsloth jobs' workers (its version caps conflict
-        with the main environment's): MODELFORGE_UNSLOTH_PYTHON, else the .venv-unsloth that tests/setup.sh builds."""
-        if os.environ.get("MODELFORGE_UNSLOTH_PYTHON"):
-            return Path(os.environ["MODELFORGE_UNSLOTH_PYTHON"]).expanduser()
-        default = REPO_ROOT / ".venv-unsloth" / "bin" / "python"
-        return default if default.exists() else None
 
     def ensure_dirs(self) -> None:
         for folder in (self.home, self.runs_dir, self.datasets_dir, self.models_dir):
