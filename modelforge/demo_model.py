@@ -452,7 +452,7 @@ def _build_qa(folder: Path, report: Callable[[int, int], None]) -> None:
     from tokenizers import processors
     from transformers import RoFormerConfig, RoFormerForQuestionAnswering
 
-    from modelforge.strategies import span_qa
+    from modelforge.strategies import span_qa  # here: strategies -> prediction -> loading import this module
 
     rng = random.Random(_SEED)
     torch.manual_seed(_SEED)

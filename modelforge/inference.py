@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelforge import run_folder
+from modelforge import prompts, run_folder
 from modelforge.config import JobConfig
 from modelforge.errors import JobError, ModelForgeError, ModelLoadError
+from modelforge.loading import load, resolve_model_path
+from modelforge.prediction import answer_question
+from modelforge.runtime import inference_runtime
 from modelforge.settings import Settings
 from modelforge.tasks import TASKS
-from modelforge.loading import resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +229,6 @@ class ModelHost:
         loaded = self.ready()
         if TASKS[loaded.source.task].family != "qa":
             raise ModelLoadError(f"{loaded.source.name} is loaded for {loaded.source.task}, not extractive question answering.")
-        from modelforge.prediction import answer_question
-
         model, context_manager = loaded.variant(which)
         with self._generating, context_manager:
             return answer_question(model, loaded.tokenizer, question, context)
@@ -303,8 +303,6 @@ def encode_prompt(tokenizer, messages: list[dict[str, str]], model_config):
     """Token ids of the conversation, ending where the assistant's answer starts, as the model was trained."""
     from transformers import BatchEncoding
 
-    from modelforge import prompts
-
     if model_config.is_encoder_decoder:  # e.g. a summarizer: the document is the whole input
         return tokenizer(messages[-1]["content"] if messages else "", return_tensors="pt", truncation=True)
     ids = prompts.prompt_ids(tokenizer, prompts.conversation_prompt(tokenizer, messages))
@@ -313,9 +311,6 @@ def encode_prompt(tokenizer, messages: list[dict[str, str]], model_config):
 
 def load_model(source: ModelSource):
     """Load (model, tokenizer) for `source` and its task, on the GPU when there is one, else on the CPU."""
-    from modelforge.loading import load
-    from modelforge.runtime import inference_runtime
-
     runtime = inference_runtime()
     quantization = source.quantization if runtime.device == "cuda" else None
     loaded = load(source.model, source.task, runtime, quantization=quantization, tokenizer=source.tokenizer,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from modelforge import prompts
+from modelforge.loading import restore_4bit_training_layout
+
 MAX_ANSWER_TOKENS = 30  # longest answer span considered, as in SQuAD evaluation
 GENERATION_BATCH = 8
 
@@ -23,7 +26,7 @@ def answer_question(
     """
     import torch
 
-    from modelforge.strategies.span_qa import encode_windows
+    from modelforge.strategies.span_qa import encode_windows  # here: the strategies import this module
 
     encoded = encode_windows(tokenizer, [question], [context], max_length, stride)
     inputs = tokenizer.pad(
@@ -66,8 +69,6 @@ def generate_summary(model, tokenizer, document: str, max_new_tokens: int = 64) 
 def evaluating(model):
     """Eval mode while predicting, then the model exactly as it was (it may be mid-training), the layout of its 4-bit
     weights included."""
-    from modelforge.loading import restore_4bit_training_layout
-
     was_training = model.training
     model.eval()
     try:
@@ -80,8 +81,6 @@ def evaluating(model):
 def generate_reply(model, tokenizer, conversation: str | list[dict[str, str]], max_new_tokens: int = 32) -> str:
     """A causal LM's greedy answer to one user message, or to a list of messages ending with a user turn, asked as
     training asked it (modelforge.prompts)."""
-    from modelforge import prompts
-
     messages = [{"role": "user", "content": conversation}] if isinstance(conversation, str) else conversation
     asked = prompts.prompt_ids(tokenizer, prompts.conversation_prompt(tokenizer, messages))
     return generate_texts(model, tokenizer, [asked], max_new_tokens)[0]

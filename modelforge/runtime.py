@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from modelforge.config import SHARDING_STRATEGIES, JobConfig
+from modelforge.errors import ConfigError
 from modelforge.tasks import TASKS
 
 
@@ -75,8 +76,6 @@ def gpu_index() -> int:
 def resolve_runtime(config: JobConfig) -> Runtime:
     """The runtime a training job's `training.precision` and `gradient_checkpointing` ask for, checked here."""
     import torch
-
-    from modelforge.errors import ConfigError
 
     training = config.training
     sharded = config.distributed.strategy in SHARDING_STRATEGIES

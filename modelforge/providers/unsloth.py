@@ -16,6 +16,7 @@ from pathlib import Path
 
 from modelforge import hardware
 from modelforge.errors import ModelLoadError, UnavailableError
+from modelforge.loading import LoadedModel, describe_load_failure, hub_token
 from modelforge.settings import Settings
 from modelforge.tasks import TASKS
 
@@ -108,8 +109,6 @@ class UnslothProvider:
         """
         from transformers import AutoConfig
         from unsloth import FastLanguageModel
-
-        from modelforge.loading import LoadedModel, describe_load_failure, hub_token
 
         token = hub_token()
         try:

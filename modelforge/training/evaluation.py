@@ -20,6 +20,7 @@ from modelforge.providers import PROVIDERS
 from modelforge.runtime import resolve_runtime
 from modelforge.strategies import STRATEGIES
 from modelforge.strategies.dpo import preference_scores
+from modelforge.strategies.kto import as_pairs
 from modelforge.tasks import TASKS
 EXAMPLES = 5  # held-out rows shown with both models' answers
 # How a model of each family is scored; the kind is stored with the base model's predictions.
@@ -69,8 +70,6 @@ def _predict(model, tokenizer, config: JobConfig, records: list[dict]) -> dict[s
 def scored_rows(config: JobConfig, records: list[dict]) -> list[dict]:
     """The held-out rows a model is scored on: the first evaluation.max_samples, preference rows as pairs (labelled
     answers paired by prompt)."""
-    from modelforge.strategies.kto import as_pairs
-
     return (as_pairs(records) if STRATEGIES[config.strategy].pairs else records)[: config.evaluation.max_samples]
 
 
