@@ -10,7 +10,7 @@ import random
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -490,7 +490,7 @@ class Engine:
     ) -> str | None:
         """Start loading a model into the shared `model_host` (a typed folder or hub id, else a finished job's model),
         beside its base when `compare`; the name the status line shows, or None when nothing was chosen. The load
-        runs on in the background: `model_host` tells when it ends."""
+        runs on in the background: `model_loading` and `wait_for_model` tell when it ends."""
         if model_text and model_text.strip():
             source = path_source(model_text, task)
         elif job_id is not None:
@@ -499,6 +499,34 @@ class Engine:
             return None
         self.model_host.load(source, compare=compare)
         return source.name
+
+    def model_status(self) -> str:
+        """The shared model's status line: loading, ready, an error, or no model loaded."""
+        return self.model_host.status()
+
+    def model_loading(self) -> bool:
+        return self.model_host.loading
+
+    def wait_for_model(self, timeout: float | None = None) -> str:
+        """Block until the load under way ends (or `timeout` seconds pass); the status then."""
+        return self.model_host.wait(timeout)
+
+    def unload_model(self) -> str:
+        return self.model_host.unload()
+
+    def check_model_ready(self) -> None:
+        """Refuse (ModelLoadError) while no model is ready to answer: nothing loaded, or a load under way."""
+        self.model_host.ready()
+
+    def stream_reply(
+        self, history: list[dict], max_new_tokens: int, temperature: float, top_p: float, which: str = "tuned"
+    ) -> Iterator[str]:
+        """The loaded model's (or its base's) reply to the conversation `history`, the whole text so far each time."""
+        return self.model_host.stream(history, max_new_tokens, temperature, top_p, which=which)
+
+    def answer_question(self, question: str, context: str, which: str = "tuned") -> dict[str, Any]:
+        """The span of `context` that the loaded QA model (or its base) picks as the answer: text, start, end, score."""
+        return self.model_host.answer(question, context, which)
 
     # -- the machine ---------------------------------------------------------------------------------
     def hardware_report(self) -> hardware.HardwareReport:

@@ -2,7 +2,7 @@
 
 The inputs follow the task: a conversation for chat and text generation, a document for summarization, a context and
 a question for extractive QA (the answer is highlighted in the context). The model is loaded once for the whole
-server (a ModelHost on the engine); each browser keeps its own conversations.
+server (the engine's ModelHost); each browser keeps its own conversations.
 """
 
 from __future__ import annotations
@@ -49,38 +49,37 @@ def load(engine, account: Account, job_id: int | None, model_text: str, task: st
     """Start loading the chosen model and report the status until the load ends (the load runs on without us).
 
     Each step also sets the Send button: disabled from the moment a load starts until a model is ready."""
-    host = engine.model_host
     try:
         name = engine.load_model(job_id, model_text, task, side_by_side, account)
     except ModelForgeError as exc:
-        yield f"error: {exc}", _send_button(host)
+        yield f"error: {exc}", _send_button(engine)
         return
     except Exception as exc:  # the UI boundary: show the failure, keep the server up
         log.exception("choosing the model to load failed")
-        yield f"error: {type(exc).__name__}: {exc}", _send_button(host)
+        yield f"error: {type(exc).__name__}: {exc}", _send_button(engine)
         return
     if name is None:
-        yield "Choose a finished job, or type a model folder or hub id.", _send_button(host)
+        yield "Choose a finished job, or type a model folder or hub id.", _send_button(engine)
         return
     # Said even when a small model is ready before this line: every load shows Send disabled until it ends.
     yield f"loading {name}…", gr.update(interactive=False)
-    while host.loading:
-        yield host.wait(timeout=1.0), gr.update(interactive=False)
-    yield host.status(), _send_button(host)
+    while engine.model_loading():
+        yield engine.wait_for_model(timeout=1.0), gr.update(interactive=False)
+    yield engine.model_status(), _send_button(engine)
 
 
-def _send_button(host):
+def _send_button(engine):
     """Send is enabled only while a model is ready to answer."""
-    return gr.update(interactive=host.status().startswith("ready"))
+    return gr.update(interactive=engine.model_status().startswith("ready"))
 
 
-def host_state(engine):
+def model_state(engine):
     """The shared model's status line and whether Send is enabled."""
-    return engine.model_host.status(), _send_button(engine.model_host)
+    return engine.model_status(), _send_button(engine)
 
 
 def unload(engine):
-    return engine.model_host.unload(), gr.update(interactive=False)
+    return engine.unload_model(), gr.update(interactive=False)
 
 
 def _ui_error(exc: Exception, what: str) -> gr.Error:
@@ -97,7 +96,6 @@ def chat(engine, message, base_history, tuned_history, side_by_side, max_new_tok
     A send that fails (no model ready, a reload under way, a generation error) is taken back: both conversations
     return to what they were, the message returns to the textbox, and the notice line (and a toast) says why, so
     the next send is not spoiled by a question left without its answer."""
-    host = engine.model_host
     before = (base_history or [], tuned_history or [])
     if not message.strip():
         yield *before, message, ""
@@ -107,12 +105,12 @@ def chat(engine, message, base_history, tuned_history, side_by_side, max_new_tok
     for which in answering:
         conversations[which] = [*conversations[which], {"role": "user", "content": message}]
     try:
-        host.ready()  # a send while nothing is loaded or a model reloads is refused before it shows
+        engine.check_model_ready()  # a send while nothing is loaded or a model reloads is refused before it shows
         yield conversations["base"], conversations["tuned"], "", ""
         for which in answering:
             history = conversations[which]
             reply = ""
-            for reply in host.stream(history, max_new_tokens, temperature, top_p, which=which):
+            for reply in engine.stream_reply(history, max_new_tokens, temperature, top_p, which=which):
                 conversations[which] = [*history, {"role": "assistant", "content": reply}]
                 yield conversations["base"], conversations["tuned"], "", ""
             conversations[which] = [*history, {"role": "assistant", "content": reply}]
@@ -126,13 +124,13 @@ def chat(engine, message, base_history, tuned_history, side_by_side, max_new_tok
 
 def summarize(engine, document, side_by_side, max_new_tokens, temperature, top_p):
     """Stream both models' summaries of `document`."""
-    host = engine.model_host
     if not document.strip():
         raise gr.Error("Paste a document to summarize.")
     summaries = {"base": "", "tuned": ""}
     for which in ("base", "tuned") if side_by_side else ("tuned",):
         try:
-            for text in host.stream([{"role": "user", "content": document}], max_new_tokens, temperature, top_p, which=which):
+            document_message = [{"role": "user", "content": document}]
+            for text in engine.stream_reply(document_message, max_new_tokens, temperature, top_p, which=which):
                 summaries[which] = text
                 yield summaries["base"], summaries["tuned"]
         except Exception as exc:
@@ -149,13 +147,12 @@ def highlighted(context: str, answer: dict) -> list[tuple[str, str | None]]:
 
 def answer(engine, question, context, side_by_side):
     """Each model's answer span, highlighted in the context."""
-    host = engine.model_host
     if not question.strip() or not context.strip():
         raise gr.Error("Give both a context and a question.")
     results = {"base": None, "tuned": None}
     for which in ("base", "tuned") if side_by_side else ("tuned",):
         try:
-            results[which] = highlighted(context, host.answer(question, context, which))
+            results[which] = highlighted(context, engine.answer_question(question, context, which))
         except Exception as exc:
             raise _ui_error(exc, "Answering") from None
     return results["base"], results["tuned"]
@@ -229,6 +226,6 @@ def build(engine) -> list:
         signed_in_only(engine, answer), [question, context, side_by_side], [base_answer, tuned_answer], api_name="playground_answer"
     )
     # The model is shared by every user: keep this browser's status line true when someone else loads or unloads.
-    state = partial(host_state, engine)
+    state = partial(model_state, engine)
     gr.Timer(2.0).tick(state, outputs=[status, send_button], show_progress="hidden", queue=False, api_visibility="private")
     return [(jobs_of_user, job), (state, [status, send_button])]
