@@ -7,11 +7,12 @@ The token typed here is passed to one push and never stored.
 from __future__ import annotations
 
 import logging
+
 import gradio as gr
 
-from modelforge.accounts import NOBODY, Account
+from modelforge.accounts import Account
 from modelforge.errors import ModelForgeError
-from modelforge.ui.playground_tab import job_choices, refresh_jobs
+from modelforge.ui import finished_jobs
 from modelforge.ui.session import as_user
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,7 @@ def push(
 def build(engine) -> list:
     """Builds the tab; returns (function, outputs) pairs the app runs when a page loads."""
     with gr.Row():
-        job = gr.Dropdown(choices=job_choices(engine, NOBODY), value=None, label="Finished job", scale=3)
-        refresh = gr.Button("↻ Refresh jobs", scale=1)
+        job, fill_jobs = finished_jobs.picker(engine, api_name="hub_jobs")
     what = gr.Radio(
         [ADAPTER, MERGED],
         value=ADAPTER,
@@ -136,8 +136,6 @@ def build(engine) -> list:
         gguf_button = gr.Button("Export GGUF + Ollama Modelfile (with parity check)", scale=2)
     result = gr.Markdown()
 
-    jobs_of_user = as_user(engine, refresh_jobs)
-    refresh.click(jobs_of_user, outputs=job, api_name="hub_jobs")
     export_button.click(as_user(engine, export_merged), inputs=job, outputs=result, api_name="hub_export")
     gguf_button.click(as_user(engine, export_gguf), inputs=[job, quant], outputs=result, api_name="hub_export_gguf")
     push_button.click(
@@ -146,4 +144,4 @@ def build(engine) -> list:
         outputs=result,
         api_name="hub_push",
     )
-    return [(jobs_of_user, job)]
+    return [fill_jobs]

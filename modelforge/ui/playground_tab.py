@@ -12,23 +12,15 @@ from functools import partial
 
 import gradio as gr
 
-from modelforge.accounts import NOBODY, Account
+from modelforge.accounts import Account
 from modelforge.errors import ModelForgeError
 from modelforge.tasks import DEFAULT_TASK, TASKS
+from modelforge.ui import finished_jobs
 from modelforge.ui.session import as_user, signed_in_only
 
 log = logging.getLogger(__name__)
 
 ANSWER_LABEL = "answer"
-
-
-def job_choices(engine, account: Account) -> list[tuple[str, int]]:
-    """The account's completed jobs, newest first, as (label, job id) dropdown choices."""
-    return [(f"#{job.id} {job.name}", job.id) for job in engine.completed_jobs(account)]
-
-
-def refresh_jobs(engine, account: Account) -> gr.Dropdown:
-    return gr.Dropdown(choices=job_choices(engine, account))
 
 
 def job_task(engine, account: Account, job_id: int | None):
@@ -161,8 +153,7 @@ def answer(engine, question, context, side_by_side):
 def build(engine) -> list:
     """Builds the tab; returns (function, outputs) pairs the app runs when a page loads."""
     with gr.Row():
-        job = gr.Dropdown(choices=job_choices(engine, NOBODY), value=None, label="Finished job", scale=3)
-        refresh = gr.Button("↻ Refresh jobs", scale=1)
+        job, fill_jobs = finished_jobs.picker(engine, api_name="playground_jobs")
         model_text = gr.Textbox(
             label="…or a model folder / hub id", placeholder="e.g. Qwen/Qwen2.5-0.5B-Instruct", scale=3
         )
@@ -203,8 +194,6 @@ def build(engine) -> list:
             gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p"),
         ]
 
-    jobs_of_user = as_user(engine, refresh_jobs)
-    refresh.click(jobs_of_user, outputs=job, api_name="playground_jobs")
     job.change(as_user(engine, job_task), job, task, api_name=False)
     task.change(input_groups, task, [chat_group, summary_group, qa_group], api_name=False)
     side_by_side.change(side_by_side_columns, side_by_side, [base_chat, base_summary, base_answer], api_name=False)
@@ -228,4 +217,4 @@ def build(engine) -> list:
     # The model is shared by every user: keep this browser's status line true when someone else loads or unloads.
     state = partial(model_state, engine)
     gr.Timer(2.0).tick(state, outputs=[status, send_button], show_progress="hidden", queue=False, api_visibility="private")
-    return [(jobs_of_user, job), (state, [status, send_button])]
+    return [fill_jobs, (state, [status, send_button])]
