@@ -81,7 +81,7 @@ class Engine:
 
     def check(self, config: JobConfig) -> None:
         """Everything that can be known to be wrong before a worker starts, as one clear error."""
-        strategy = runnable_strategy(config)
+        strategy = runnable_strategy(config, self.settings)
         trackers.check(config.trackers, self.settings)
         resolve_init_from(config, self.settings)
         if config.model:
@@ -180,7 +180,7 @@ class Engine:
 
     def providers(self) -> list[tuple[str, bool, str]]:
         """(name, available, reason) for each registered provider."""
-        return [(name, *vars(provider.availability()).values()) for name, provider in PROVIDERS.items()]
+        return [(name, *vars(provider.availability(self.settings)).values()) for name, provider in PROVIDERS.items()]
 
     @staticmethod
     def strategies() -> list[str]:
@@ -466,7 +466,7 @@ class Engine:
             config = JobConfig.load(target)
         if max_samples:
             config.evaluation.max_samples = max_samples
-        fields = runnable_strategy(config).fields(config.task)
+        fields = runnable_strategy(config, self.settings).fields(config.task)
 
         def read(source: str) -> list[dict]:
             return data.load_records(resolve_dataset_source(source), config.task, config.columns or None, fields)

@@ -17,8 +17,8 @@ from modelforge.settings import Settings
 from modelforge.strategies import STRATEGIES
 
 
-def runnable_strategy(config: JobConfig):
-    """The config's strategy, once it is known to run here with the config's task and provider."""
+def runnable_strategy(config: JobConfig, settings: Settings):
+    """The config's strategy, once it is known to run here (as `settings` say) with the config's task and provider."""
     strategy = STRATEGIES[config.strategy]
     if config.task not in strategy.tasks:
         raise ConfigError(f"task: strategy {config.strategy} supports {', '.join(strategy.tasks)}, not {config.task}")
@@ -27,7 +27,7 @@ def runnable_strategy(config: JobConfig):
     reason = PROVIDERS[config.provider].supports(config)
     if reason:
         raise ConfigError(f"provider: {config.provider} cannot train this: {reason}")
-    availability = PROVIDERS[config.provider].availability()
+    availability = PROVIDERS[config.provider].availability(settings)
     if not availability.available:
         raise UnavailableError(f"provider: {config.provider} is unavailable: {availability.reason}")
     return strategy

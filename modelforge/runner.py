@@ -229,7 +229,7 @@ class JobRunner:
     def _spawn(self, job: Job) -> None:
         log_file = run_folder.log_path(job)
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        python = PROVIDERS[JobConfig.from_json(job.config).provider].worker_python()
+        python = PROVIDERS[JobConfig.from_json(job.config).provider].worker_python(self.settings)
         try:
             with open(log_file, "ab") as log_handle:
                 process = spawn(

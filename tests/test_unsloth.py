@@ -11,6 +11,7 @@ import pytest
 from modelforge.config import JobConfig
 from modelforge.errors import ConfigError, UnavailableError
 from modelforge.providers import PROVIDERS
+from modelforge.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 UNSLOTH = PROVIDERS["unsloth"]
@@ -27,12 +28,14 @@ def test_the_unsloth_environment_holds_every_modelforge_requirement():
     assert not missing, f"add to requirements-unsloth.txt: {sorted(missing)}"
 
 
-def test_a_missing_unsloth_interpreter_is_named_and_the_app_shows_why(engine, monkeypatch, tmp_path, mapping_dataset):
+def test_a_missing_unsloth_interpreter_is_named_and_the_app_shows_why(settings, monkeypatch, tmp_path, mapping_dataset):
+    from modelforge.engine import Engine
     from modelforge.ui import build_app
 
     missing = tmp_path / "no-venv" / "bin" / "python"
     monkeypatch.setenv("MODELFORGE_UNSLOTH_PYTHON", str(missing))
-    availability = UNSLOTH.availability()
+    engine = Engine.open(Settings.from_env())  # the server's settings read the variable once, when built
+    availability = UNSLOTH.availability(engine.settings)
     assert not availability.available
     assert f"{missing} does not exist" in availability.reason and "bash tests/setup.sh" in availability.reason
 
@@ -46,9 +49,9 @@ def test_a_missing_unsloth_interpreter_is_named_and_the_app_shows_why(engine, mo
     assert any(f"**unsloth**: {availability.reason}" in (text or "") for text in shown)
 
 
-def test_an_interpreter_without_unsloth_is_reported(monkeypatch):
-    monkeypatch.setenv("MODELFORGE_UNSLOTH_PYTHON", sys.executable)  # the main environment, which has no unsloth
-    availability = UNSLOTH.availability()
+def test_an_interpreter_without_unsloth_is_reported(tmp_path):
+    main_environment = Settings(home=tmp_path, unsloth_python=Path(sys.executable))  # it has no unsloth
+    availability = UNSLOTH.availability(main_environment)
     assert not availability.available
     assert f"{sys.executable} has no unsloth installed" in availability.reason
 
@@ -83,9 +86,9 @@ def test_what_unsloth_would_quietly_change_on_cpu_is_refused(engine, mapping_dat
     assert engine.list_jobs() == []
 
 
-def _require_unsloth():
+def _require_unsloth(settings: Settings):
     """Skip where the Unsloth environment is absent, saying why; under CI its absence fails: CI must prove it trains."""
-    availability = UNSLOTH.availability()
+    availability = UNSLOTH.availability(settings)
     if not availability.available:
         assert availability.reason
         if os.environ.get("CI") == "true":
@@ -103,7 +106,7 @@ def test_unsloth_trains_the_demo_model_in_its_own_environment(strategy, loading,
     from modelforge.prediction import generate_reply
     from modelforge.data import split_records
 
-    _require_unsloth()
+    _require_unsloth(engine.settings)
     training = {"max_steps": 80, "batch_size": 16, "learning_rate": 3e-3, "eval_split": 0.2, "seed": 1,
                 "save_steps": 100, "logging_steps": 10}
     config = JobConfig(name="mapping", provider="unsloth", strategy=strategy, dataset=str(mapping_dataset["train"]),
@@ -129,7 +132,7 @@ def test_unsloth_trains_the_demo_model_in_its_own_environment(strategy, loading,
 
 def test_qlora_where_unsloth_cannot_load_4bit_fails_with_the_reason(engine, mapping_dataset, monkeypatch):
     """Unsloth would fall back to 16-bit weights; the job says so instead of training something else than asked."""
-    _require_unsloth()
+    _require_unsloth(engine.settings)
     monkeypatch.setenv("UNSLOTH_CPU_LOAD_IN_4BIT", "0")  # Unsloth's switch: as on a CPU bitsandbytes cannot drive
     config = JobConfig(name="no-4bit", provider="unsloth", strategy="qlora", dataset=str(mapping_dataset["train"]),
                        training={"max_steps": 5, "batch_size": 4})
@@ -149,7 +152,7 @@ def test_unsloth_dpo_continues_an_sft_adapter_and_learns_the_preferred_answers(e
     from modelforge.training import pipeline
     from modelforge.strategies.dpo import preference_scores
 
-    _require_unsloth()
+    _require_unsloth(engine.settings)
     rows = [json.loads(line) for line in mapping_dataset["train"].read_text().splitlines() if line.strip()]
     train, held_out = data.split_records(rows, 0.2, 1)
 

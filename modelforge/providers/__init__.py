@@ -8,6 +8,7 @@ from typing import Protocol
 from modelforge.loading import LoadedModel
 from modelforge.providers.huggingface import HuggingFaceProvider
 from modelforge.providers.unsloth import UnslothProvider
+from modelforge.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -20,14 +21,15 @@ class Provider(Protocol):
     name: str
     description: str
 
-    def availability(self) -> Availability: ...
+    def availability(self, settings: Settings) -> Availability:
+        """Whether this provider can train here (its library, or its own environment, named in `settings`)."""
 
     def load(self, config, runtime, model_path: str) -> LoadedModel: ...
 
     def supports(self, config) -> str | None:
         """Why this provider cannot train the config, known before a worker starts; None when it can."""
 
-    def worker_python(self) -> str:
+    def worker_python(self, settings: Settings) -> str:
         """The interpreter, in the provider's own environment, that runs its jobs' workers."""
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 
 from modelforge import loading
+from modelforge.settings import Settings
 
 
 class HuggingFaceProvider:
     name = "huggingface"
     description = "transformers + peft: every task, LoRA or full fine-tuning, 4/8-bit loading."
 
-    def availability(self):
+    def availability(self, settings: Settings):
         from modelforge.providers import Availability
 
         return Availability(True)
@@ -19,7 +20,7 @@ class HuggingFaceProvider:
     def supports(self, config) -> str | None:
         return None  # every task, strategy and loading option
 
-    def worker_python(self) -> str:
+    def worker_python(self, settings: Settings) -> str:
         return sys.executable  # the app's own environment
 
     def load(self, config, runtime, model_path: str) -> loading.LoadedModel:

@@ -50,12 +50,12 @@ class UnslothProvider:
     name = "unsloth"
     description = "Unsloth's patched kernels for causal-LM LoRA/QLoRA; faster and leaner on NVIDIA GPUs."
 
-    def availability(self):
+    def availability(self, settings: Settings):
         from modelforge.providers import Availability
 
         if importlib.util.find_spec("unsloth") is not None:
             return Availability(True)
-        python = Settings.from_env().unsloth_python
+        python = settings.unsloth_python
         if python is None:
             return Availability(
                 False, f"unsloth is not installed and there is no Unsloth environment (it needs its own): {SETUP_HINT}"
@@ -69,12 +69,12 @@ class UnslothProvider:
             )
         return Availability(True)
 
-    def worker_python(self) -> str:
+    def worker_python(self, settings: Settings) -> str:
         """The interpreter for an Unsloth job's worker: this one when it has unsloth, else the Unsloth environment's.
 
         Without either, this one: its worker then records why the provider is unavailable.
         """
-        python = Settings.from_env().unsloth_python
+        python = settings.unsloth_python
         if importlib.util.find_spec("unsloth") is not None or python is None or not python.exists():
             return sys.executable
         return str(python)

@@ -187,7 +187,7 @@ def evaluate_saved(config: JobConfig, settings, records: list[dict], tuned_dir: 
     """
     if not records:
         raise DatasetError("There are no rows to evaluate on: give a dataset with at least one valid row.")
-    strategy = runnable_strategy(config)
+    strategy = runnable_strategy(config, settings)
     if strategy.quantization:
         config = config.model_copy(update={"quantization": strategy.quantization})
     runtime = resolve_runtime(config)

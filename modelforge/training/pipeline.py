@@ -111,7 +111,7 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
         raise JobError(
             "No checkpoint to resume from is intact: " + "; ".join(set_aside) + ". Resume again to train from the start."
         )
-    strategy = runnable_strategy(config)
+    strategy = runnable_strategy(config, settings)
     trackers.check(config.trackers, settings)  # uninstalled since it was queued: refused before the model loads
     config = resolve_init_from(config, settings)
     provider = PROVIDERS[config.provider]
