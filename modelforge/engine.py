@@ -25,7 +25,7 @@ from modelforge.db import Job, init_database
 from modelforge.demo_model import DEMO_MODELS, demo_kind
 from modelforge.errors import ConfigError, DatasetError, JobError
 from modelforge.inference import ModelHost, job_source, path_source
-from modelforge.preflight import resolve_dataset_source, resolve_init_from, runnable_strategy
+from modelforge.preflight import job_records, resolve_dataset_source, resolve_init_from, runnable_strategy
 from modelforge.providers import PROVIDERS
 from modelforge.runner import JobRunner
 from modelforge.settings import ASSETS_DIR, Settings
@@ -468,15 +468,10 @@ class Engine:
             config.evaluation.max_samples = max_samples
         fields = runnable_strategy(config, self.settings).fields(config.task)
 
-        def read(source: str) -> list[dict]:
-            return data.load_records(resolve_dataset_source(source), config.task, config.columns or None, fields)
-
         if dataset:
-            records = read(dataset)
-        elif config.eval_dataset:
-            records = read(config.eval_dataset)
+            records = data.load_records(resolve_dataset_source(dataset), config.task, config.columns or None, fields)
         else:
-            records = data.split_records(read(config.dataset), config.training.eval_split, config.training.seed)[1]
+            records = job_records(config, fields)[1]
         result = evaluation.evaluate_saved(config, self.settings, records, Path(job.output_dir) if job else None)
         if job is None:
             return result, None

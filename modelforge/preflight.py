@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelforge import run_folder, store
+from modelforge import data, run_folder, store
 from modelforge.config import JobConfig
 from modelforge.demo_model import DEMO_MODEL_NAME
 from modelforge.errors import ConfigError, UnavailableError
@@ -92,3 +92,14 @@ def resolve_dataset_source(source: str) -> str:
     """A saved dataset's name stands for its stored file; anything else is a path or a hub id."""
     record = store.dataset_record(source)
     return record.path if record else source
+
+
+def job_records(config: JobConfig, fields: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """The job's training rows and its held-out rows (its eval dataset, else the seeded split of its dataset): what
+    the worker trains and scores on, and what a later evaluation of the job scores again."""
+    def read(source: str) -> list[dict]:
+        return data.load_records(resolve_dataset_source(source), config.task, config.columns or None, fields)
+
+    if config.eval_dataset:
+        return read(config.dataset), read(config.eval_dataset)
+    return data.split_records(read(config.dataset), config.training.eval_split, config.training.seed)

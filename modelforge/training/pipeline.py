@@ -15,12 +15,12 @@ from typing import Any
 from datasets import Dataset
 from transformers import set_seed
 
-from modelforge import data, run_folder, store, trackers
+from modelforge import run_folder, store, trackers
 from modelforge.config import SHARDING_STRATEGIES, JobConfig
 from modelforge.db import Job
 from modelforge.errors import DatabaseError, JobCancelled, JobError
 from modelforge.loading import resolve_model_path
-from modelforge.preflight import resolve_dataset_source, resolve_init_from, runnable_strategy
+from modelforge.preflight import job_records, resolve_init_from, runnable_strategy
 from modelforge.providers import PROVIDERS
 from modelforge.runtime import Runtime, resolve_runtime
 from modelforge.settings import Settings
@@ -138,17 +138,7 @@ def _run(job: Job, settings: Settings, attempt: Attempt) -> None:
     _check_cancel(job.id)
 
     set_stage("preparing data")
-    def read(source: str) -> list[dict]:
-        return data.load_records(
-            resolve_dataset_source(source), config.task, config.columns or None, strategy.fields(config.task)
-        )
-
-    if config.eval_dataset:
-        train_records, eval_records = read(config.dataset), read(config.eval_dataset)
-    else:
-        train_records, eval_records = data.split_records(
-            read(config.dataset), config.training.eval_split, config.training.seed
-        )
+    train_records, eval_records = job_records(config, strategy.fields(config.task))
     log.info("data: %d training rows, %d held out", len(train_records), len(eval_records))
     def to_dataset(rows: list[dict]):
         return Dataset.from_list(strategy.prepare_rows(rows, config.task, loaded.tokenizer))
